@@ -1,0 +1,40 @@
+"""Shared test fixtures.
+
+Tests that need the real Houston 2013 pieces in ../shared/data/houston2013 ask for the
+`houston_dir` fixture. On a user's fresh clone those files are absent and the tests skip; CI sets
+REQUIRE_SHARED_DATA=1 so that a missing folder fails the run instead of hiding behind a skip.
+"""
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SHARED_DIR = Path(os.environ.get("SHARED_DIR", ROOT.parent / "shared"))
+HOUSTON_DIR = SHARED_DIR / "data" / "houston2013"
+
+# Per-class counts of the standard Houston 2013 split (../shared/data/README.md).
+HOUSTON_TRAIN_COUNTS = [198, 190, 192, 188, 186, 182, 196, 191, 193, 191, 181, 192, 184, 181, 187]
+HOUSTON_TEST_COUNTS = [1053, 1064, 505, 1056, 1056, 143, 1072, 1053, 1059, 1036, 1054, 1041, 285, 247, 473]
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: end-to-end test (seconds to minutes); CI runs it, `-m 'not slow'` skips it")
+
+
+def need_shared(path):
+    """Return `path` if it exists; otherwise skip, or fail when REQUIRE_SHARED_DATA=1 (CI)."""
+    if path.exists():
+        return path
+    reason = f"{path} is absent: the real Houston 2013 pieces live in ../shared beside the project"
+    if os.environ.get("REQUIRE_SHARED_DATA") == "1":
+        pytest.fail(reason + " (REQUIRE_SHARED_DATA=1, so this is an error, not a skip)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def houston_dir():
+    return need_shared(HOUSTON_DIR)
