@@ -1,0 +1,501 @@
+"""Tests of DataPrepare.py: the presets on the real Houston 2013 maps, the patch cutting against a
+per-pixel reference, the readers, the HDF5 layout, and one test per bad input."""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import scipy.io as sio
+import tifffile
+
+import DataPrepare as dp
+from conftest import HOUSTON_TEST_COUNTS, HOUSTON_TRAIN_COUNTS, ROOT
+
+H, W = 349, 1905  # Houston 2013
+
+
+# -----------------------------------------------------------------------------
+# helpers
+
+@pytest.fixture(scope="module")
+def real_maps(houston_dir):
+    train = sio.loadmat(houston_dir / "TRLabel.mat")["TRLabel"]
+    test = sio.loadmat(houston_dir / "TSLabel.mat")["TSLabel"]
+    return train, test
+
+
+def small_cube(shape, seed=0):
+    return np.random.default_rng(seed).uniform(0, 5, shape).astype(np.float32)
+
+
+def read_h5(path):
+    """Everything in a prepared file, as plain numpy arrays and attributes."""
+    with h5py.File(path, "r") as f:
+        data = {f"{g}/{k}": f[g][k][()] for g in f for k in f[g]}
+        data["attrs"] = dict(f.attrs)
+    return data
+
+
+def assert_houston_counts(out):
+    with h5py.File(out, "r") as f:
+        assert np.bincount(f["train/label"][()], minlength=15).tolist() == HOUSTON_TRAIN_COUNTS
+        assert np.bincount(f["test/label"][()], minlength=15).tolist() == HOUSTON_TEST_COUNTS
+        assert f["train/hsi"].shape[:3] == (2832, 11, 11) and f["test/hsi"].shape[:3] == (12197, 11, 11)
+        # every patch's label is its centre pixel's class in the map
+        for split in ("train", "test"):
+            rows, cols = f[f"{split}/coord"][()].T
+            assert np.array_equal(f[f"{split}/label"][()] + 1, f[f"scene/{split}_map"][()][rows, cols])
+    return read_h5(out)
+
+
+def write_v73(path, arrays):
+    """A .mat file the way MATLAB -v7.3 writes it: HDF5 behind a 512-byte header, column-major."""
+    with h5py.File(path, "w", userblock_size=512) as f:
+        for k, v in arrays.items():
+            f[k] = np.asarray(v).transpose()  # MATLAB's (H, W, B) is (B, W, H) to HDF5
+    text = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Jan  1 00:00:00 2024 HDF5 schema 1.00 ."
+    with open(path, "r+b") as f:
+        f.write(text.ljust(116) + b"\0" * 8 + b"\x00\x02IM")
+
+
+def custom_scene(tmp_path, hsi=None, aux=None, train=None, test=None):
+    """A small custom scene in .npy files: 20 x 30 pixels, 4 bands, 3 classes, then overrides."""
+    rng = np.random.default_rng(1)
+    if hsi is None:
+        hsi = small_cube((20, 30, 4))
+    if aux is None:
+        aux = rng.normal(size=(20, 30)).astype(np.float32)
+    if train is None:
+        train = np.zeros((20, 30), np.uint8)
+        train[2:5, 2:5], train[10:12, 10:14], train[15:18, 20:22] = 1, 2, 3
+    if test is None:
+        test = np.zeros((20, 30), np.uint8)
+        test[6:9, 2:5], test[13:14, 10:14], test[15:18, 25:28] = 1, 2, 3
+    specs = {}
+    for name, arr in dict(hsi=hsi, aux=aux, train=train, test=test).items():
+        np.save(tmp_path / f"{name}.npy", arr)
+        specs[name] = str(tmp_path / f"{name}.npy")
+    return specs
+
+
+def run_custom(tmp_path, **arrays):
+    specs = custom_scene(tmp_path, **arrays)
+    out = tmp_path / "out.h5"
+    counts = dp.prepare("custom", str(out), custom=specs, patch_size=5)
+    return out, counts
+
+
+# -----------------------------------------------------------------------------
+# the presets on the real Houston 2013 maps
+
+def test_houston_four_file_layout_with_real_maps(houston_dir, tmp_path):
+    for name in ("TRLabel.mat", "TSLabel.mat"):  # the real maps (float64 holding whole numbers)
+        os.symlink(houston_dir / name, tmp_path / name)
+    cube = small_cube((H, W, 3))
+    sio.savemat(tmp_path / "HSI.mat", {"HSI": cube})
+    sio.savemat(tmp_path / "LiDAR.mat", {"LiDAR": small_cube((H, W), seed=1)})
+    out = tmp_path / "h.h5"
+    dp.prepare("houston2013", str(out), source=str(tmp_path))
+    data = assert_houston_counts(out)
+    assert data["attrs"]["layout"] == "four-file"
+    assert data["train/aux"].shape == (2832, 11, 11, 1)  # a 2-D LiDAR raster is one channel
+    assert data["train/hsi"].shape == (2832, 11, 11, 3)  # the band count comes from the file
+    sources = json.loads(data["attrs"]["sources"])
+    assert len(sources) == 4 and all(len(v) == 64 for v in sources.values())
+
+
+def test_houston_contest_geotiffs_with_real_maps(houston_dir, tmp_path, capsys):
+    for name in ("2013_IEEE_GRSS_DF_Contest_Samples_TR.tif", "2013_IEEE_GRSS_DF_Contest_Samples_VA.tif"):
+        os.symlink(houston_dir / name, tmp_path / name)
+    cube = small_cube((H, W, 3))
+    # band-sequential, as multi-band GeoTIFFs often are: (bands, H, W) in the file
+    tifffile.imwrite(tmp_path / "2013_IEEE_GRSS_DF_Contest_CASI.tif", np.moveaxis(cube, -1, 0),
+                     photometric="minisblack", planarconfig="separate")
+    tifffile.imwrite(tmp_path / "2013_IEEE_GRSS_DF_Contest_LiDAR.tif", small_cube((H, W), seed=1))
+    out = tmp_path / "h.h5"
+    dp.main(["--dataset", "houston2013", "--source", str(tmp_path), "--out", str(out)])
+    data = assert_houston_counts(out)
+    assert data["attrs"]["layout"] == "grss2013-tif"
+    lo, hi = cube.min((0, 1)), cube.max((0, 1))
+    np.testing.assert_allclose(data["scene/hsi"], (cube - lo) / (hi - lo), atol=1e-6)
+    printed = capsys.readouterr().out
+    assert "349 x 1905" in printed and re.search(r"total\s+2832\s+12197", printed)
+
+
+@pytest.mark.parametrize("as_folder", [False, True])
+def test_houston_authors_single_file_with_real_maps(real_maps, tmp_path, as_folder):
+    train, test = real_maps
+    sio.savemat(tmp_path / "houston2013.mat", {"hsi": small_cube((H, W, 2)), "lidar": small_cube((H, W)),
+                                               "train": train.astype(np.uint8), "test": test.astype(np.uint8)})
+    out = tmp_path / "h.h5"
+    source = tmp_path if as_folder else tmp_path / "houston2013.mat"
+    dp.prepare("houston2013", str(out), source=str(source))
+    data = assert_houston_counts(out)
+    assert data["attrs"]["layout"] == "single"
+    assert list(data["attrs"]["modalities"]) == ["hsi", "lidar"]
+
+
+def test_hsi_sar_layout_stacks_the_dsm(tmp_path):
+    rng = np.random.default_rng(0)
+    train = np.zeros((20, 30), np.uint8)
+    train[1:3, 1:8] = np.arange(1, 8)  # Augsburg's 7 classes
+    test = np.zeros((20, 30), np.uint8)
+    test[10:12, 1:8] = np.arange(1, 8)
+    sio.savemat(tmp_path / "data_HS_LR.mat", {"data_HS_LR": small_cube((20, 30, 5))})
+    sio.savemat(tmp_path / "data_SAR_HR.mat", {"data_SAR_HR": rng.normal(size=(20, 30, 4))})
+    sio.savemat(tmp_path / "data_DSM.mat", {"data_DSM": rng.normal(size=(20, 30))})
+    sio.savemat(tmp_path / "TrainImage.mat", {"TrainImage": train})
+    sio.savemat(tmp_path / "TestImage.mat", {"TestImage": test})
+    out = tmp_path / "a.h5"
+    dp.prepare("augsburg", str(out), source=str(tmp_path))
+    data = read_h5(out)
+    assert data["train/aux"].shape == (14, 11, 11, 5)  # 4 SAR bands + the DSM
+    assert list(data["attrs"]["modalities"]) == ["hsi", "sar+dsm"]
+    # Berlin's 8 classes do not fit Augsburg's 7 labels
+    with pytest.raises(dp.DataError, match=r"labels run 1\.\.7 but the berlin class list has 8 names"):
+        dp.prepare("berlin", str(tmp_path / "b.h5"), source=str(tmp_path))
+
+
+# -----------------------------------------------------------------------------
+# patch cutting
+
+def reference_patches(scene, coords, p):
+    """The authors' way, pixel by pixel: zero outside the scene."""
+    r = p // 2
+    out = np.zeros((len(coords), p, p, scene.shape[2]), np.float32)
+    for n, (row, col) in enumerate(coords):
+        for i in range(p):
+            for j in range(p):
+                y, x = row + i - r, col + j - r
+                if 0 <= y < scene.shape[0] and 0 <= x < scene.shape[1]:
+                    out[n, i, j] = scene[y, x]
+    return out
+
+
+@pytest.mark.parametrize("p", [1, 3, 5, 11])
+def test_cut_patches_equals_per_pixel_reference(p):
+    scene = small_cube((7, 9, 3))
+    coords = np.argwhere(np.ones((7, 9)))  # every pixel: corners and borders included
+    patches = dp.cut_patches(dp.pad_scene(scene, p), coords, p)
+    assert patches.shape == (63, p, p, 3) and patches.dtype == np.float32
+    assert np.array_equal(patches, reference_patches(scene, coords, p))
+    # any subset in any order, as evaluate.py cuts row chunks
+    subset = np.random.default_rng(0).permutation(coords)[:10]
+    assert np.array_equal(dp.cut_patches(dp.pad_scene(scene, p), subset, p), reference_patches(scene, subset, p))
+
+
+def test_cut_patches_corner_and_bounds():
+    scene = small_cube((7, 9, 2))
+    patch = dp.cut_patches(dp.pad_scene(scene, 5), [[0, 8]], 5)[0]  # top-right corner
+    assert np.array_equal(patch[2, 2], scene[0, 8])
+    assert not patch[:2].any() and not patch[:, 3:].any()  # outside the scene: zeros
+    assert np.array_equal(patch[2:, :3], scene[:3, 6:])
+    with pytest.raises(ValueError, match="outside"):
+        dp.cut_patches(dp.pad_scene(scene, 5), [[-1, 0]], 5)
+
+
+# -----------------------------------------------------------------------------
+# readers
+
+def test_matlab_v73_is_read_in_matlab_orientation(tmp_path):
+    cube = small_cube((6, 8, 3))
+    write_v73(tmp_path / "scene.mat", {"HSI": cube, "other": np.ones((2, 2))})
+    with pytest.raises(NotImplementedError):  # what scipy says about such a file
+        sio.loadmat(tmp_path / "scene.mat")
+    arr, where = dp.read_array(str(tmp_path / "scene.mat"), "HSI")
+    assert arr.shape == (6, 8, 3) and np.array_equal(arr, cube) and "key 'HSI'" in where
+    # a v7.3 scene through a whole preparation
+    specs = custom_scene(tmp_path)
+    write_v73(tmp_path / "gt.mat", {"TRLabel": np.load(specs["train"]).astype(np.float64)})
+    specs["train"] = str(tmp_path / "gt.mat")
+    counts = dp.prepare("custom", str(tmp_path / "o.h5"), custom=specs, patch_size=3)
+    assert counts["train"].tolist() == [9, 8, 6]
+
+
+def test_float_label_maps_holding_whole_numbers_are_accepted(tmp_path):
+    train = np.zeros((20, 30), np.float32)
+    train[2:5, 2:5], train[10:12, 10:14], train[15, 20] = 1.0, 2.0, 3.0
+    out, counts = run_custom(tmp_path, train=train)
+    assert counts["train"].tolist() == [9, 8, 1]
+
+
+def test_second_modality_2d_becomes_one_channel_and_key_is_optional(tmp_path):
+    specs = custom_scene(tmp_path)
+    sio.savemat(tmp_path / "dsm.mat", {"whatever": np.load(specs["aux"])})  # one array: no KEY needed
+    specs["aux"] = str(tmp_path / "dsm.mat")
+    sio.savemat(tmp_path / "cube.mat", {"X": np.load(specs["hsi"]), "wavelengths": np.arange(4.0)})
+    specs["hsi"] = str(tmp_path / "cube.mat") + ":X"
+    specs["class_names"], specs["aux_name"] = ["Road", "Tree", "Roof"], "dsm"
+    dp.prepare("custom", str(tmp_path / "o.h5"), custom=specs, patch_size=5)
+    data = read_h5(tmp_path / "o.h5")
+    assert data["train/aux"].shape == (17 + 6, 5, 5, 1) and data["scene/aux"].shape == (20, 30, 1)
+    assert list(data["attrs"]["class_names"]) == ["Road", "Tree", "Roof"]
+    assert list(data["attrs"]["modalities"]) == ["hsi", "dsm"]
+
+
+def test_custom_without_class_names_gets_generic_names_and_palette(tmp_path):
+    out, _ = run_custom(tmp_path)
+    data = read_h5(out)
+    assert list(data["attrs"]["class_names"]) == ["class 1", "class 2", "class 3"]
+    assert data["attrs"]["palette"].shape == (3, 3)
+    assert len({tuple(c) for c in data["attrs"]["palette"]}) == 3
+
+
+# -----------------------------------------------------------------------------
+# the file written
+
+def test_hdf5_layout_attributes_and_dtypes(tmp_path):
+    out = tmp_path / "demo.h5"
+    dp.main(["--dataset", "demo", "--out", str(out)])
+    demo = dp.make_demo_scene(0)
+    data = read_h5(out)
+    a = data["attrs"]
+    assert a["dataset"] == "demo" and a["synthetic"] and a["patch_size"] == 11 and a["num_classes"] == 6
+    assert list(a["class_names"]) == demo["class_names"] and list(a["modalities"]) == ["hsi", "lidar"]
+    assert a["palette"].shape == (6, 3) and a["palette"].dtype.kind == "i"
+    assert a["normalisation"].startswith("min-max per band")
+    assert json.loads(a["sources"]) == {} and a["command"].startswith("python DataPrepare.py --dataset demo")
+    for split, n in (("train", 150), ("test", int((demo["test"] > 0).sum()))):
+        assert data[f"{split}/hsi"].shape == (n, 11, 11, 32) and data[f"{split}/hsi"].dtype == np.float32
+        assert data[f"{split}/aux"].shape == (n, 11, 11, 1) and data[f"{split}/aux"].dtype == np.float32
+        assert data[f"{split}/label"].dtype == np.int32 and data[f"{split}/coord"].dtype == np.int32
+        assert data[f"{split}/label"].min() == 0 and data[f"{split}/label"].max() == 5
+    assert "val" not in {k.split("/")[0] for k in data}
+    scene = data["scene/hsi"]
+    assert scene.shape == (64, 96, 32) and scene.dtype == np.float32
+    assert np.array_equal(scene.min((0, 1)), np.zeros(32)) and np.array_equal(scene.max((0, 1)), np.ones(32))
+    # patches are the normalised scene around their coordinate, unrotated
+    rows, cols = data["test/coord"].T
+    assert np.array_equal(data["test/hsi"][:, 5, 5], scene[rows, cols])
+    assert np.array_equal(data["test/aux"], dp.cut_patches(dp.pad_scene(data["scene/aux"], 11), data["test/coord"], 11))
+    with h5py.File(out, "r") as f:
+        assert f["scene/hsi"].chunks is not None and f["train/hsi"].compression is None
+
+
+def test_val_split_is_stratified_and_seeded(tmp_path):
+    def split():
+        out = tmp_path / "v.h5"
+        dp.prepare("demo", str(out), val_fraction=0.2, seed=0)
+        return read_h5(out)
+
+    first = split()
+    assert np.bincount(first["val/label"]).tolist() == [5] * 6  # round(0.2 * 25) per class
+    assert np.bincount(first["train/label"]).tolist() == [20] * 6
+    together = np.concatenate([first["train/coord"], first["val/coord"]])
+    assert len({tuple(c) for c in together}) == 150  # disjoint, nothing lost
+    again = split()
+    assert np.array_equal(first["val/coord"], again["val/coord"])
+    coords, labels = dp.make_splits(*[dp.make_demo_scene(0)[k] for k in ("train", "test")], 0.2, seed=1)["val"]
+    assert not np.array_equal(coords, first["val/coord"])  # another seed, other pixels
+    # small classes: at least one val pixel from two, none from one, never the whole class
+    train = np.zeros((4, 4), np.int32)
+    train[0, :2], train[1, 0], train[2, :] = 1, 2, 3
+    val = dp.make_splits(train, (train == 0).astype(np.int32) * 4, 0.01, 0)["val"][1]
+    assert np.bincount(val, minlength=3).tolist() == [1, 0, 1]
+    val = dp.make_splits(train, (train == 0).astype(np.int32) * 4, 0.9, 0)["val"][1]
+    assert np.bincount(val, minlength=3).tolist() == [1, 0, 3]
+
+
+def test_failed_write_leaves_nothing_behind(tmp_path, monkeypatch):
+    out = tmp_path / "demo.h5"
+    out.write_bytes(b"an older file")
+
+    def broken(*args):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(dp, "cut_patches", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        dp.prepare("demo", str(out))
+    assert out.read_bytes() == b"an older file"  # the old file is untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo.h5"]  # and no temporary file
+
+
+def test_demo_scene_is_deterministic_and_learnable():
+    a, b = dp.make_demo_scene(0), dp.make_demo_scene(0)
+    assert all(np.array_equal(a[k], b[k]) for k in ("hsi", "aux", "train", "test"))
+    assert not np.array_equal(a["hsi"], dp.make_demo_scene(1)["hsi"])
+    assert a["hsi"].dtype == np.float32 and a["aux"].shape == (64, 96, 1)
+    assert not ((a["train"] > 0) & (a["test"] > 0)).any()
+    assert np.bincount(a["train"].ravel())[1:].tolist() == [25] * 6
+    # a nearest-class-mean classifier on centre pixels is far above chance (1/6), not perfect
+    x = np.concatenate([a["hsi"], 0.05 * (a["aux"] - a["aux"].mean()) / a["aux"].std()], -1)
+    means = np.stack([x[a["train"] == c].mean(0) for c in range(1, 7)])
+    test = a["test"] > 0
+    pred = ((x[test][:, None] - means) ** 2).sum(-1).argmin(1) + 1
+    assert 0.7 < (pred == a["test"][test]).mean() < 1.0
+
+
+def test_help_documents_every_flag(capsys):
+    with pytest.raises(SystemExit) as e:
+        dp.main(["--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    for flag in ("--dataset", "--source", "--out", "--patch-size", "--val-fraction", "--seed", "--hsi",
+                 "--aux", "--train", "--test", "--class-names", "--aux-name"):
+        assert flag in text
+    for name in dp.PRESETS:
+        assert name in text
+    assert "2013_IEEE_GRSS_DF_Contest_CASI.tif" in text and "data_HS_LR.mat" in text
+
+
+# -----------------------------------------------------------------------------
+# bad inputs: each fails (or warns) with a message naming the file, key and shape
+
+def test_bad_sizes(tmp_path):
+    with pytest.raises(dp.DataError, match=r"height/width differ.*aux\.npy shape \(20, 29\)"):
+        run_custom(tmp_path, aux=np.zeros((20, 29), np.float32))
+
+
+def test_bad_nan_in_hsi(tmp_path):
+    hsi = small_cube((20, 30, 4))
+    hsi[3, 4, 2] = np.nan
+    with pytest.raises(dp.DataError, match=r"hsi\.npy shape \(20, 30, 4\): hsi band 2 holds 1 NaN/Inf"):
+        run_custom(tmp_path, hsi=hsi)
+
+
+def test_bad_inf_in_aux(tmp_path):
+    aux = small_cube((20, 30))
+    aux[0, 0] = np.inf
+    with pytest.raises(dp.DataError, match=r"aux\.npy shape \(20, 30, 1\): aux band 0 holds 1 NaN/Inf"):
+        run_custom(tmp_path, aux=aux)
+
+
+def test_bad_label_map_not_2d(tmp_path):
+    with pytest.raises(dp.DataError, match=r"train\.npy: a label map must be a 2-D \(H, W\) integer array, got shape \(20, 30, 2\)"):
+        run_custom(tmp_path, train=np.zeros((20, 30, 2), np.uint8))
+
+
+def test_label_map_with_singleton_axis_is_fine(tmp_path):
+    train = np.zeros((20, 30, 1), np.int64)
+    train[0, :3, 0] = [1, 2, 3]
+    _, counts = run_custom(tmp_path, train=train)
+    assert counts["train"].tolist() == [1, 1, 1]
+
+
+def test_bad_label_map_not_integer(tmp_path):
+    train = np.zeros((20, 30))
+    train[4, 7] = 1.5
+    with pytest.raises(dp.DataError, match=r"train\.npy shape \(20, 30\): a label map must hold 2-D integers.*1\.5 at row 4, col 7"):
+        run_custom(tmp_path, train=train)
+
+
+def test_bad_label_map_negative(tmp_path):
+    train = np.zeros((20, 30), np.int16)
+    train[0, 0], train[1, 1] = -1, 1
+    with pytest.raises(dp.DataError, match=r"train\.npy shape \(20, 30\): negative labels \(-1\)"):
+        run_custom(tmp_path, train=train)
+
+
+def test_bad_overlap(tmp_path):
+    test = np.zeros((20, 30), np.uint8)
+    test[2:5, 2] = 1  # three pixels also in the training map
+    test[6, 6] = 2
+    with pytest.raises(dp.DataError, match=r"train\.npy and test map .*test\.npy \(shape \(20, 30\)\) overlap at 3 pixel"):
+        run_custom(tmp_path, test=test)
+
+
+def test_bad_missing_key_lists_the_keys(tmp_path):
+    specs = custom_scene(tmp_path)
+    sio.savemat(tmp_path / "cube.mat", {"cube": small_cube((20, 30, 4)), "bands": np.arange(4.0)})
+    specs["hsi"] = str(tmp_path / "cube.mat") + ":HSI"
+    with pytest.raises(dp.DataError, match=r"cube\.mat: no key 'HSI'; the file holds 'cube' \(20, 30, 4\), 'bands' \(1, 4\)"):
+        dp.prepare("custom", str(tmp_path / "o.h5"), custom=specs)
+    specs["hsi"] = str(tmp_path / "cube.mat")  # two arrays and no key: say which
+    with pytest.raises(dp.DataError, match=r"cube\.mat: the file holds 'cube'.*name one as FILE:KEY"):
+        dp.prepare("custom", str(tmp_path / "o.h5"), custom=specs)
+    # a preset expecting HSI in HSI.mat, which holds two other arrays
+    shutil.copy(tmp_path / "cube.mat", tmp_path / "HSI.mat")
+    for name in ("LiDAR", "TRLabel", "TSLabel"):
+        sio.savemat(tmp_path / f"{name}.mat", {name: np.zeros((20, 30))})
+    with pytest.raises(dp.DataError, match=r"HSI\.mat: none of \['HSI'\] is there; the file holds 'cube'"):
+        dp.prepare("trento", str(tmp_path / "o.h5"), source=str(tmp_path))
+
+
+@pytest.mark.parametrize("kind", ["truncated .mat", "truncated v7.3 .mat", "garbage .tif"])
+def test_bad_unreadable_or_truncated_file(tmp_path, kind):
+    specs = custom_scene(tmp_path)
+    path = tmp_path / ("cube.tif" if "tif" in kind else "cube.mat")
+    if kind == "truncated .mat":
+        sio.savemat(path, {"cube": small_cube((20, 30, 4))})
+    elif kind == "truncated v7.3 .mat":
+        write_v73(path, {"cube": small_cube((20, 30, 4))})
+    if "truncated" in kind:
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    else:
+        path.write_bytes(b"this is not an image" * 10)
+    specs["hsi"] = str(path)
+    with pytest.raises(dp.DataError, match=re.escape(str(path)) + r".*cannot read it.*truncated"):
+        dp.prepare("custom", str(tmp_path / "o.h5"), custom=specs)
+
+
+def test_bad_missing_files_say_what_a_layout_needs(tmp_path):
+    (tmp_path / "HSI.mat").write_bytes(b"")
+    with pytest.raises(dp.DataError, match=r"found none of the houston2013 layouts.*four-file: HSI\.mat, LiDAR\.mat, "
+                                           r"TRLabel\.mat, TSLabel\.mat.*the folder holds HSI\.mat"):
+        dp.prepare("houston2013", str(tmp_path / "o.h5"), source=str(tmp_path))
+    with pytest.raises(dp.DataError, match=r"nowhere: no such file or folder"):
+        dp.prepare("houston2013", str(tmp_path / "o.h5"), source=str(tmp_path / "nowhere"))
+
+
+def test_constant_band_warns_and_becomes_zero(tmp_path):
+    hsi = small_cube((20, 30, 4))
+    hsi[..., 1] = 7.0
+    with pytest.warns(dp.DataWarning, match=r"hsi band 1 of .*hsi\.npy is constant"):
+        out, _ = run_custom(tmp_path, hsi=hsi)
+    scene = read_h5(out)["scene/hsi"]
+    assert np.isfinite(scene).all() and not scene[..., 1].any() and scene[..., 0].max() == 1
+
+
+def test_test_class_missing_from_training_warns(tmp_path):
+    train = np.zeros((20, 30), np.uint8)
+    train[2:5, 2:5], train[10:12, 10:14] = 1, 2  # class 3 only in the test map
+    with pytest.warns(dp.DataWarning, match=r"class\(es\) \[3\] appear in the test map .*test\.npy but not in the training"):
+        _, counts = run_custom(tmp_path, train=train)
+    assert counts["train"].tolist() == [9, 8, 0] and counts["test"][2] == 9
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(dp.DataError, match=r"--val-fraction must be in \[0, 1\), got 1\.0"):
+        dp.prepare("demo", str(tmp_path / "o.h5"), val_fraction=1.0)
+    with pytest.raises(dp.DataError, match="--patch-size must be a positive odd number"):
+        dp.prepare("demo", str(tmp_path / "o.h5"), patch_size=10)
+    with pytest.raises(dp.DataError, match="--source is needed for trento"):
+        dp.prepare("trento", str(tmp_path / "o.h5"))
+
+
+def test_main_fails_with_one_clean_line(tmp_path):
+    with pytest.raises(SystemExit) as e:
+        dp.main(["--dataset", "houston2013", "--source", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o.h5")])
+    assert re.fullmatch(r"DataPrepare\.py: error: .*nowhere: no such file or folder", e.value.code)
+    with pytest.raises(SystemExit) as e:
+        dp.main(["--dataset", "demo", "--hsi", "x.mat", "--out", str(tmp_path / "o.h5")])
+    assert e.value.code == 2  # argparse: --hsi is for custom only
+
+
+# -----------------------------------------------------------------------------
+# the budget on the full-size stand-in (make it with ../shared/data/houston2013/make_proxy.py)
+
+PROXY = Path(os.environ.get("HOUSTON_PROXY", "/tmp/proxy/houston2013.mat"))
+
+
+@pytest.mark.slow
+def test_full_size_houston_within_10_s_and_3_gb(tmp_path):
+    if not PROXY.exists():
+        pytest.skip(f"{PROXY} is absent: make it with ../shared/data/houston2013/make_proxy.py {PROXY}")
+    out = tmp_path / "houston2013.h5"
+    cmd = ["/usr/bin/time", "-v", sys.executable, str(ROOT / "DataPrepare.py"), "--dataset", "houston2013",
+           "--source", str(PROXY), "--out", str(out)]
+    run = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\d+):([\d.]+)", run.stderr)
+    seconds = 60 * int(wall[1]) + float(wall[2])
+    rss_gb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", run.stderr)[1]) / 1e6
+    print(f"{seconds:.1f} s, {rss_gb:.2f} GB peak")
+    out.unlink()
+    assert seconds <= 10 and rss_gb <= 3
