@@ -324,7 +324,10 @@ def load_scene(dataset, source=None, custom=None, seed=0):
         layout = "files"
         files = {role: [split_spec(custom[role])] for role in ("hsi", "aux", "train", "test")}
         scene.update(aux_name=custom.get("aux_name") or "aux", class_names=custom.get("class_names"))
-        read = {role: [read_array(path, key) for path, key in entries] for role, entries in files.items()}
+        read = {}
+        for role, entries in files.items():
+            print(f"reading {entries[0][0]}", flush=True)
+            read[role] = [read_array(path, key) for path, key in entries]
     else:
         layout, files = find_layout(dataset, source)
         read, seen = {}, set()
@@ -357,7 +360,7 @@ def as_label_map(arr, where):
         fractional = m != np.round(m)
         if fractional.any():
             r, c = np.argwhere(fractional)[0]
-            raise DataError(f"{where} shape {arr.shape}: a label map must hold 2-D integers "
+            raise DataError(f"{where} shape {arr.shape}: a label map must hold whole numbers "
                             f"(classes 1..C, 0 unlabelled), found {m[r, c]} at row {r}, col {c}")
     elif m.dtype.kind not in "biu":
         raise DataError(f"{where} shape {arr.shape}: a label map must hold integers, not {m.dtype}")
@@ -630,6 +633,8 @@ def prepare(dataset, out, source=None, patch_size=11, val_fraction=0.0, seed=0, 
         raise DataError(f"--source is needed for {dataset}")
     if dataset == "custom" and not all((custom or {}).get(k) for k in ("hsi", "aux", "train", "test")):
         raise DataError("--dataset custom needs --hsi, --aux, --train and --test")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(out))):
+        raise DataError(f"{out}: its folder does not exist")
 
     scene = load_scene(dataset, source, custom, seed)
     if scene["synthetic"]:
@@ -667,9 +672,6 @@ def prepare(dataset, out, source=None, patch_size=11, val_fraction=0.0, seed=0, 
         normalisation=NORMALISATION, synthetic=scene["synthetic"],
         sources=json.dumps({path: sha256(path) for path in scene["files"]}),
         command=command, val_fraction=val_fraction, seed=seed)
-    out_dir = os.path.dirname(os.path.abspath(out))
-    if not os.path.isdir(out_dir):
-        raise DataError(f"{out}: the folder {out_dir} does not exist")
     write_h5(out, attrs, padded, splits, {"train_map": train, "test_map": test},
              {m: (np.asarray(lo, np.float64), np.asarray(hi, np.float64)) for m, (lo, hi) in ranges.items()},
              patch_size)
@@ -683,9 +685,9 @@ def build_parser():
                         if name not in ("demo", "custom"))
     parser = argparse.ArgumentParser(
         prog="DataPrepare.py", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Prepare a co-registered HSI + LiDAR/SAR scene as an HDF5 patch set for "
-                    "model.py and evaluate.py (min-max per band, P x P patches on labelled "
-                    "pixels, zero padding).",
+        description="Prepare a co-registered HSI + LiDAR/SAR scene as an HDF5 patch set for\n"
+                    "model.py and evaluate.py: min-max per band over the scene, P x P patches\n"
+                    "centred on labelled pixels, zero padding at the border.",
         epilog=f"layouts each preset finds under --source (a folder; 'single' may also be the "
                f".mat file itself):\n{layouts}\n"
                "  demo         no files: a small synthetic scene made on the spot\n"

@@ -381,7 +381,7 @@ def test_label_map_with_singleton_axis_is_fine(tmp_path):
 def test_bad_label_map_not_integer(tmp_path):
     train = np.zeros((20, 30))
     train[4, 7] = 1.5
-    with pytest.raises(dp.DataError, match=r"train\.npy shape \(20, 30\): a label map must hold 2-D integers.*1\.5 at row 4, col 7"):
+    with pytest.raises(dp.DataError, match=r"train\.npy shape \(20, 30\): a label map must hold whole numbers.*1\.5 at row 4, col 7"):
         run_custom(tmp_path, train=train)
 
 
@@ -468,6 +468,8 @@ def test_bad_arguments(tmp_path):
         dp.prepare("demo", str(tmp_path / "o.h5"), patch_size=10)
     with pytest.raises(dp.DataError, match="--source is needed for trento"):
         dp.prepare("trento", str(tmp_path / "o.h5"))
+    with pytest.raises(dp.DataError, match="no-such-folder/o.h5: its folder does not exist"):
+        dp.prepare("demo", str(tmp_path / "no-such-folder" / "o.h5"))
 
 
 def test_main_fails_with_one_clean_line(tmp_path):
