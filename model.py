@@ -1,0 +1,489 @@
+"""Build and train the coupled self-looping network (Pande & Banerjee, Neural Networks 164, 2023).
+
+    python model.py --data data/houston2013.h5                   # the paper's protocol
+    python model.py --data data/demo.h5 --epochs 5 --lr 1e-3     # any hyperparameter below, by name
+    python model.py --resume runs/houston2013-20261125-101500     # go on with an interrupted run
+
+The patch file comes from DataPrepare.py; the run directory then holds config.json, final.keras,
+selected.keras, history.csv, curves.png and TensorBoard logs, which evaluate.py reads.
+"""
+# ---------------------------------------------------------------------------------------------
+# Hyperparameters: the paper's defaults. Edit them here, or override any on the command line by
+# the same name (--epochs 5 --lr 1e-3 --coupled false).
+data = "data/houston2013.h5"  # patch file written by DataPrepare.py
+out = ""  # run directory; empty: runs/<dataset>-<date>-<time>
+epochs = 500
+batch_size = 64
+lr = 6e-5  # Nadam
+lr_constant_epochs = 20  # then lr is multiplied by exp(-lr_decay) every epoch
+lr_decay = 0.005
+lambda1 = 1.0  # weight of RMSE(second-modality patch, H -> L reconstruction)
+lambda2 = 1.0  # weight of RMSE(HSI patch, L -> H reconstruction)
+filters = 64  # channels of the stems and of the coupled blocks
+fusion_units = 32  # Dense after concatenating a branch's HSI and second-modality vectors
+kernel_sizes = "3,5"  # one coupled self-looping branch per kernel size
+coupled = True  # ablation: False gives each stream its own kernels
+self_loop = True  # ablation: False keeps the forward stage only
+reconstruction = True  # ablation: False drops both decoders (lambda1 = lambda2 = 0)
+select = "last"  # checkpoint: last (honest) | val (best on the carved validation group) | authors (best on TEST)
+precision = "float32"  # float32 | mixed (bfloat16 on CPUs, float16 on GPUs; outputs stay float32)
+stacked_streams = True  # both streams through each shared convolution as one batch (same result, faster)
+seed = 0
+resume = ""  # run directory to continue; its config.json is used and other overrides are refused
+# ---------------------------------------------------------------------------------------------
+DEFAULTS = {k: v for k, v in dict(globals()).items() if not k.startswith("_") and type(v) in (str, int, float, bool)}
+
+import argparse  # noqa: E402  (the block above stays first, where users edit it)
+import csv  # noqa: E402
+import datetime  # noqa: E402
+import hashlib  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import os  # noqa: E402
+import shutil  # noqa: E402
+import sys  # noqa: E402
+
+import h5py  # noqa: E402
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from keras import layers  # noqa: E402
+
+from layers import KERNEL_INIT, CoupledSelfLoopingBlock, CrossModalDecoder, SpectralStem  # noqa: E402
+from losses import BatchRMSE  # noqa: E402
+
+PROTOCOLS = {
+    "last": "last epoch (no checkpoint selection)",
+    "val": "best validation accuracy (validation pixels carved from the training set)",
+    "authors": "best TEST accuracy (the authors' protocol: optimistic, the test set chose the checkpoint)",
+}
+
+
+# ----------------------------------------------------------------------------- the network
+def branch(hsi, aux, kernel_size, filters=64, fusion_units=32, coupled=True, self_loop=True, stacked=True):
+    """One coupled self-looping branch of kernel size k: returns (fused 32-vector, HSI 256, aux 256)."""
+    k = kernel_size
+    conv = lambda name: layers.Conv2D(filters, k, padding="same", activation="relu",
+                                      kernel_initializer=KERNEL_INIT, name=name)
+    x_hsi = conv(f"hsi_stem_k{k}")(SpectralStem(name=f"spectral_stem_k{k}")(hsi))
+    x_aux = conv(f"aux_stem_k{k}")(aux)
+    block = CoupledSelfLoopingBlock(filters, k, coupled=coupled, self_loop=self_loop, stacked=stacked,
+                                    name=f"coupled_block_k{k}")
+    v_hsi, v_aux = block([x_hsi, x_aux])
+    fused = layers.Dense(fusion_units, activation="relu", kernel_initializer=KERNEL_INIT, name=f"fusion_k{k}")(
+        layers.Concatenate(name=f"concat_k{k}")([v_hsi, v_aux]))
+    return fused, v_hsi, v_aux
+
+
+def build_model(hsi_bands, aux_bands, num_classes, patch_size=11, filters=64, fusion_units=32,
+                kernel_sizes=(3, 5), coupled=True, self_loop=True, reconstruction=True, stacked=True):
+    """The network of Fig. 1: inputs {'hsi': (P, P, B), 'aux': (P, P, A)}, outputs
+    {'class': softmax over C, 'rec_aux': second modality from HSI features (H -> L),
+     'rec_hsi': HSI from second-modality features (L -> H)}; without reconstruction only 'class'."""
+    p = patch_size
+    hsi = keras.Input((p, p, hsi_bands), name="hsi")
+    aux = keras.Input((p, p, aux_bands), name="aux")
+    branches = [branch(hsi, aux, k, filters, fusion_units, coupled, self_loop, stacked) for k in kernel_sizes]
+    join = lambda xs, name: layers.Concatenate(name=name)(xs) if len(xs) > 1 else xs[0]
+    fused = join([b[0] for b in branches], "concat_branches")
+    outputs = {"class": layers.Dense(num_classes, activation="softmax", kernel_initializer=KERNEL_INIT,
+                                     dtype="float32", name="class")(fused)}
+    if reconstruction:
+        outputs["rec_aux"] = CrossModalDecoder(aux_bands, p, name="rec_aux")(join([b[1] for b in branches], "concat_hsi"))
+        outputs["rec_hsi"] = CrossModalDecoder(hsi_bands, p, name="rec_hsi")(join([b[2] for b in branches], "concat_aux"))
+    return keras.Model({"hsi": hsi, "aux": aux}, outputs, name="coupled_self_looping_net")
+
+
+def classifier(model):
+    """The classification path alone (shared weights): what inference and maps need, no decoders."""
+    return keras.Model(model.inputs, model.get_layer("class").output, name="classifier")
+
+
+def architecture(config, data_attrs):
+    """Arguments of build_model for a configuration and a patch file's shapes (saved in config.json)."""
+    return dict(hsi_bands=data_attrs["hsi_bands"], aux_bands=data_attrs["aux_bands"],
+                num_classes=data_attrs["num_classes"], patch_size=data_attrs["patch_size"],
+                filters=config["filters"], fusion_units=config["fusion_units"],
+                kernel_sizes=parse_kernel_sizes(config["kernel_sizes"]), coupled=config["coupled"],
+                self_loop=config["self_loop"], reconstruction=config["reconstruction"],
+                stacked=config["stacked_streams"])
+
+
+def parse_kernel_sizes(text):
+    sizes = tuple(int(k) for k in str(text).split(","))
+    if not sizes or any(k < 1 or k % 2 == 0 for k in sizes):
+        raise ValueError(f"kernel_sizes must be odd integers separated by commas, got {text!r}")
+    return sizes
+
+
+def set_precision(precision):
+    """float32, or mixed precision: bfloat16 on CPUs (AMX/AVX-512 BF16), float16 on GPUs."""
+    if precision not in ("float32", "mixed"):
+        raise ValueError(f"precision must be 'float32' or 'mixed', got {precision!r}")
+    policy = "float32" if precision == "float32" else ("mixed_float16" if gpu_count() else "mixed_bfloat16")
+    keras.mixed_precision.set_dtype_policy(policy)
+    return policy
+
+
+def gpu_count():
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf  # only under the TensorFlow backend: the network itself needs no tf
+        return len(tf.config.list_physical_devices("GPU"))
+    if backend == "jax":
+        import jax
+        return sum(d.platform == "gpu" for d in jax.devices())
+    return 0
+
+
+def load_classifier(run_dir, checkpoint="selected", precision="float32"):
+    """The classification path of a trained run, rebuilt in `precision` with the checkpoint's weights.
+
+    checkpoint: "selected" (the run's own protocol) or "final" (last epoch)."""
+    with open(os.path.join(run_dir, "config.json")) as f:
+        config = json.load(f)
+    set_precision(precision)
+    net = build_model(**config["architecture"])
+    net.load_weights(os.path.join(run_dir, f"{checkpoint}.keras"))
+    return classifier(net)
+
+
+# ----------------------------------------------------------------------------- the patch file
+class DataFileError(ValueError):
+    """The patch file is not one DataPrepare.py wrote, or lacks what this run needs."""
+
+
+REQUIRED_ATTRS = ("dataset", "class_names", "patch_size")
+GROUP_KEYS = ("hsi", "aux", "label")
+
+
+def read_patch_file(path, groups):
+    """Shapes and class names of a DataPrepare.py file, and the named groups loaded into memory."""
+    if not os.path.isfile(path):
+        raise DataFileError(f"{path}: no such file (make it with DataPrepare.py)")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise DataFileError(f"{path}: not an HDF5 file ({e}); make it with DataPrepare.py") from None
+    with f:
+        missing = [a for a in REQUIRED_ATTRS if a not in f.attrs]
+        if missing:
+            raise DataFileError(f"{path}: attributes {missing} missing: not a patch file written by DataPrepare.py "
+                                f"(it has attributes {sorted(f.attrs)})")
+        loaded = {g: load_group(f, path, g) for g in groups}
+        train = f["train"] if "train" in f else None
+        if train is None or any(k not in train for k in GROUP_KEYS):
+            raise DataFileError(f"{path}: group 'train' with {list(GROUP_KEYS)} missing: not written by DataPrepare.py")
+        info = dict(dataset=str(f.attrs["dataset"]), class_names=[str(c) for c in f.attrs["class_names"]],
+                    patch_size=int(f.attrs["patch_size"]), hsi_bands=int(train["hsi"].shape[-1]),
+                    aux_bands=int(train["aux"].shape[-1]), synthetic=bool(f.attrs.get("synthetic", False)),
+                    groups=sorted(f.keys()))
+    info["num_classes"] = len(info["class_names"])
+    return info, loaded
+
+
+def load_group(f, path, group):
+    if group not in f:
+        raise DataFileError(f"{path}: group '{group}' missing (it has {sorted(f.keys())})"
+                            + (": carve one with DataPrepare.py --val-fraction 0.1" if group == "val" else ""))
+    g = f[group]
+    missing = [k for k in GROUP_KEYS if k not in g]
+    if missing:
+        raise DataFileError(f"{path}: group '{group}' lacks {missing} (it has {sorted(g.keys())})")
+    return {k: g[k][()] for k in GROUP_KEYS}
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------- input pipeline
+class RotatedPatches(keras.utils.PyDataset):
+    """Every training patch in its four rotations (0, 90, 180, 270 degrees), shuffled anew each epoch.
+
+    The order of epoch e is a pure function of (seed, e), so a resumed run sees the batches an
+    uninterrupted run would. Rotations are views (np.rot90) gathered per batch: nothing is stored
+    four times. Plain NumPy, so it runs without TensorFlow (JAX backend)."""
+
+    def __init__(self, group, batch_size, seed, epoch=0, reconstruction=True, **kwargs):
+        super().__init__(workers=2, max_queue_size=8, **kwargs)  # threads prefetch the next batches
+        self.hsi, self.aux, self.label = group["hsi"], group["aux"], group["label"].astype("int32")
+        self.batch_size, self.seed, self.epoch, self.reconstruction = batch_size, seed, epoch, reconstruction
+        self._order_epoch, self._order = None, None
+
+    def __len__(self):
+        return math.ceil(4 * len(self.label) / self.batch_size)
+
+    def order(self):
+        if self._order_epoch != self.epoch:  # threads may race here; they compute the same order
+            self._order = np.random.default_rng([self.seed, self.epoch]).permutation(4 * len(self.label))
+            self._order_epoch = self.epoch
+        return self._order
+
+    def __getitem__(self, i):
+        picks = self.order()[i * self.batch_size:(i + 1) * self.batch_size]
+        patch, turns = picks // 4, picks % 4
+        hsi, aux = self.hsi[patch], self.aux[patch]  # fancy indexing: fresh arrays we may rotate in place
+        for t in (1, 2, 3):
+            sel = turns == t
+            hsi[sel] = np.rot90(hsi[sel], t, axes=(1, 2))
+            aux[sel] = np.rot90(aux[sel], t, axes=(1, 2))
+        x = {"hsi": hsi, "aux": aux}
+        y = {"class": self.label[patch]}
+        if self.reconstruction:
+            y.update(rec_aux=aux, rec_hsi=hsi)
+        return x, y
+
+    def on_epoch_end(self):
+        self.epoch += 1
+
+
+# ----------------------------------------------------------------------------- callbacks
+class HeldOutAccuracy(keras.callbacks.Callback):
+    """After each epoch, the classifier's accuracy on a held-out group, logged as '<name>_accuracy'."""
+
+    def __init__(self, name, group, batch_size=256):
+        super().__init__()
+        self.name, self.group, self.batch_size = name, group, batch_size
+
+    def on_epoch_end(self, epoch, logs=None):
+        clf = classifier(self.model)
+        probs = clf.predict({"hsi": self.group["hsi"], "aux": self.group["aux"]}, batch_size=self.batch_size, verbose=0)
+        logs[f"{self.name}_accuracy"] = float(np.mean(np.argmax(probs, -1) == self.group["label"]))
+
+
+class RunState(keras.callbacks.Callback):
+    """Keeps the run directory resumable. After every epoch: a row of history.csv, final.keras,
+    selected.keras when the monitored held-out accuracy improves (select val or authors), and
+    state.json last, so that a run killed mid-way resumes from a consistent epoch."""
+
+    def __init__(self, run_dir, state, monitor=None):
+        super().__init__()
+        self.run_dir, self.state, self.monitor = run_dir, state, monitor
+
+    def on_epoch_end(self, epoch, logs=None):
+        append_history(os.path.join(self.run_dir, "history.csv"), epoch, logs)
+        save_model(self.model, os.path.join(self.run_dir, "final.keras"))
+        if self.monitor and logs[self.monitor] > self.state.get("best", -1.0):
+            save_model(self.model, os.path.join(self.run_dir, "selected.keras"))
+            self.state.update(best=logs[self.monitor], selected_epoch=epoch + 1)
+        self.state["epochs_done"] = epoch + 1
+        write_json(os.path.join(self.run_dir, "state.json"), self.state)
+
+
+def append_history(path, epoch, logs):
+    keys = sorted(logs)
+    new = not os.path.exists(path)
+    with open(path, "a", newline="") as f:
+        writer = csv.writer(f)
+        if new:
+            writer.writerow(["epoch", *keys])
+        writer.writerow([epoch, *(float(logs[k]) for k in keys)])
+
+
+def save_model(net, path):
+    tmp = os.path.join(os.path.dirname(path), ".tmp-" + os.path.basename(path))  # Keras wants a .keras suffix
+    net.save(tmp)
+    os.replace(tmp, path)
+
+
+def write_json(path, obj):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+    os.replace(tmp, path)
+
+
+def lr_at(epoch, config):
+    """The paper's schedule: constant for lr_constant_epochs, then times exp(-lr_decay) per epoch."""
+    return config["lr"] * math.exp(-config["lr_decay"] * max(0, epoch - config["lr_constant_epochs"] + 1))
+
+
+# ----------------------------------------------------------------------------- configuration
+def parse_bool(text):
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def parse_config(argv):
+    """The block at the top of this file, overridden by --NAME VALUE flags of the same names and types."""
+    parser = argparse.ArgumentParser(description="Train the coupled self-looping network on a DataPrepare.py "
+                                     "patch file. Every flag overrides the variable of the same name at the top "
+                                     "of model.py.")
+    choices = {"select": list(PROTOCOLS), "precision": ["float32", "mixed"]}
+    for name, default in DEFAULTS.items():
+        kind = parse_bool if isinstance(default, bool) else type(default)
+        flags = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
+        parser.add_argument(*flags, dest=name, type=kind, default=None, choices=choices.get(name),
+                            metavar=name.upper() if name not in choices else None, help=f"default: {default}")
+    given = {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
+    if given.get("resume"):
+        extra = sorted(set(given) - {"resume", "epochs"})
+        if extra:
+            parser.error(f"--resume continues a run with its own config.json; only --epochs may change, "
+                         f"not {', '.join('--' + k for k in extra)}")
+        return given
+    config = {**DEFAULTS, **given}
+    parse_kernel_sizes(config["kernel_sizes"])
+    return config
+
+
+def distribution_scope():
+    """Several GPUs: data parallel (tf.distribute.MirroredStrategy, or keras.distribution under JAX)."""
+    import contextlib
+    if gpu_count() < 2:
+        return contextlib.nullcontext()
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+        return tf.distribute.MirroredStrategy().scope()
+    keras.distribution.set_distribution(keras.distribution.DataParallel())
+    return contextlib.nullcontext()
+
+
+def make_deterministic(seed):
+    """Same seed, same device: same metrics."""
+    keras.utils.set_random_seed(seed)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+        tf.config.experimental.enable_op_determinism()
+
+
+# ----------------------------------------------------------------------------- training
+def compile_model(net, config):
+    losses = {"class": keras.losses.SparseCategoricalCrossentropy()}
+    weights = {"class": 1.0}
+    if config["reconstruction"]:
+        losses.update(rec_aux=BatchRMSE(), rec_hsi=BatchRMSE())
+        weights.update(rec_aux=config["lambda1"], rec_hsi=config["lambda2"])
+    net.compile(optimizer=keras.optimizers.Nadam(config["lr"]), loss=losses, loss_weights=weights,
+                metrics={"class": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]})
+
+
+def new_run(config, argv):
+    info, _ = read_patch_file(config["data"], [])
+    run_dir = config["out"] or os.path.join(
+        "runs", f"{info['dataset']}-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}")
+    os.makedirs(run_dir, exist_ok=True)
+    config = {**config, "out": run_dir, "data": os.path.abspath(config["data"])}
+    config.update(architecture=architecture(config, info), protocol=PROTOCOLS[config["select"]],
+                  data_sha256=sha256(config["data"]), dataset=info["dataset"], synthetic=info["synthetic"],
+                  command=" ".join(["python", "model.py", *argv]), keras=keras.__version__,
+                  backend=keras.backend.backend(), gpus=gpu_count(),
+                  started=datetime.datetime.now().isoformat(timespec="seconds"))
+    write_json(os.path.join(run_dir, "config.json"), config)
+    return config, {"select": config["select"], "epochs_done": 0}
+
+
+def resume_run(run_dir, epochs=None):
+    with open(os.path.join(run_dir, "config.json")) as f:
+        config = json.load(f)
+    state_path = os.path.join(run_dir, "state.json")
+    if not os.path.exists(state_path) or not os.path.exists(os.path.join(run_dir, "final.keras")):
+        raise DataFileError(f"{run_dir}: no state.json / final.keras yet: nothing to resume, start it again")
+    with open(state_path) as f:
+        state = json.load(f)
+    if epochs is not None:
+        config["epochs"] = epochs
+        write_json(os.path.join(run_dir, "config.json"), config)
+    truncate_history(os.path.join(run_dir, "history.csv"), state["epochs_done"])
+    return config, state
+
+
+def truncate_history(path, rows):
+    """Drop rows logged after the last saved epoch, so the resumed history has each epoch once."""
+    if os.path.exists(path):
+        with open(path) as f:
+            lines = f.readlines()
+        with open(path, "w") as f:
+            f.writelines(lines[:rows + 1])
+
+
+def train(config, state, net=None):
+    run_dir = config["out"]
+    held_out = {"val": "val", "authors": "test"}.get(config["select"])
+    info, data = read_patch_file(config["data"], ["train"] + ([held_out] if held_out else []))
+    print(f"{info['dataset']}{' (synthetic)' if info['synthetic'] else ''}: {len(data['train']['label'])} training "
+          f"patches x 4 rotations, {info['hsi_bands']} + {info['aux_bands']} bands, {info['num_classes']} classes; "
+          f"checkpoint: {PROTOCOLS[config['select']]}")
+    make_deterministic(config["seed"] + state["epochs_done"])
+    policy = set_precision(config["precision"])
+    with distribution_scope():
+        if state["epochs_done"]:
+            net = keras.saving.load_model(os.path.join(run_dir, "final.keras"))  # weights and optimiser state
+        else:
+            net = build_model(**config["architecture"])
+            compile_model(net, config)
+    batches = RotatedPatches(data["train"], config["batch_size"], config["seed"], epoch=state["epochs_done"],
+                             reconstruction=config["reconstruction"])
+    callbacks = [keras.callbacks.LearningRateScheduler(lambda e: lr_at(e, config))]
+    if held_out:
+        callbacks.append(HeldOutAccuracy(held_out, data[held_out]))
+    callbacks.append(RunState(run_dir, state, f"{held_out}_accuracy" if held_out else None))
+    if keras.backend.backend() == "tensorflow":
+        callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard")))
+    print(f"dtype policy {policy}, backend {keras.backend.backend()}, GPUs {gpu_count()}, run directory {run_dir}")
+    net.fit(batches, epochs=config["epochs"], initial_epoch=state["epochs_done"], callbacks=callbacks,
+            shuffle=False, verbose=2 if os.environ.get("CI") else "auto")
+    finish(run_dir, state, config)
+    return net
+
+
+def finish(run_dir, state, config):
+    if config["select"] == "last":
+        shutil.copyfile(os.path.join(run_dir, "final.keras"), os.path.join(run_dir, "selected.keras"))
+        state["selected_epoch"] = state["epochs_done"]
+    write_json(os.path.join(run_dir, "state.json"), state)
+    plot_curves(os.path.join(run_dir, "history.csv"), os.path.join(run_dir, "curves.png"), config)
+    print(f"done: {state['epochs_done']} epochs; selected.keras is epoch {state.get('selected_epoch')} "
+          f"({PROTOCOLS[config['select']]}); files in {run_dir}; next: python evaluate.py --run {run_dir}")
+
+
+def plot_curves(history_csv, png, config):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    with open(history_csv) as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return
+    epochs = [int(r["epoch"]) + 1 for r in rows]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    for key in ("loss", "class_loss", "rec_aux_loss", "rec_hsi_loss"):
+        if key in rows[0]:
+            ax_loss.plot(epochs, [float(r[key]) for r in rows], label=key)
+    for key in ("class_accuracy", "val_accuracy", "test_accuracy"):
+        if key in rows[0]:
+            label = key + (" (authors' protocol: test set chooses)" if key == "test_accuracy" else "")
+            ax_acc.plot(epochs, [float(r[key]) for r in rows], label=label)
+    ax_loss.set(xlabel="epoch", ylabel="loss", yscale="log", title="training losses")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{config['dataset']}{' (synthetic)' if config.get('synthetic') else ''}: {config['out']}")
+    fig.tight_layout()
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    config = parse_config(argv)
+    try:
+        if config.get("resume"):
+            config, state = resume_run(config["resume"], config.get("epochs"))
+        else:
+            config, state = new_run(config, argv)
+        train(config, state)
+    except DataFileError as e:
+        sys.exit(f"model.py: error: {e}")
+
+
+if __name__ == "__main__":
+    main()
