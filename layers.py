@@ -133,16 +133,17 @@ class CoupledSelfLoopingBlock(layers.Layer):
     convolution as one batch of 2N: the same mathematics with half the kernel launches.
     """
 
-    def __init__(self, filters=64, kernel_size=3, coupled=True, self_loop=True, stacked=True, **kwargs):
+    def __init__(self, filters=64, kernel_size=3, coupled=True, self_loop=True, stacked=True, bn_momentum=0.99,
+                 **kwargs):
         super().__init__(**kwargs)
-        self.filters, self.kernel_size = filters, kernel_size
+        self.filters, self.kernel_size, self.bn_momentum = filters, kernel_size, bn_momentum
         self.coupled, self.self_loop, self.stacked = coupled, self_loop, stacked
         kernel_sets = 1 if coupled else 2
         self.convs = [layers.Conv2D(filters, kernel_size, padding="same", activation="relu",
                                     kernel_initializer=KERNEL_INIT, name=f"W{i % 4 + 1}" + ("" if coupled else f"_s{i // 4}"))
                       for i in range(4 * kernel_sets)]
         stages = 2 if self_loop else 1
-        self.norms = [StreamBatchNorm(2, name=f"bn_stage{i // 4 + 1}_W{i % 4 + 1}") for i in range(4 * stages)]
+        self.norms = [StreamBatchNorm(2, bn_momentum, name=f"bn_stage{i // 4 + 1}_W{i % 4 + 1}") for i in range(4 * stages)]
 
     def build(self, input_shapes):
         shape = input_shapes[0]
@@ -182,7 +183,8 @@ class CoupledSelfLoopingBlock(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
-                "coupled": self.coupled, "self_loop": self.self_loop, "stacked": self.stacked}
+                "coupled": self.coupled, "self_loop": self.self_loop, "stacked": self.stacked,
+                "bn_momentum": self.bn_momentum}
 
 
 @keras.saving.register_keras_serializable(PACKAGE)

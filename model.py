@@ -20,6 +20,7 @@ lr_decay = 0.005
 lambda1 = 1.0  # weight of RMSE(second-modality patch, H -> L reconstruction)
 lambda2 = 1.0  # weight of RMSE(HSI patch, L -> H reconstruction)
 filters = 64  # channels of the stems and of the coupled blocks
+bn_momentum = 0.99  # Keras' default, as the authors; lower (0.9) for runs of few steps such as the demo
 fusion_units = 32  # Dense after concatenating a branch's HSI and second-modality vectors
 kernel_sizes = "3,5"  # one coupled self-looping branch per kernel size
 coupled = True  # ablation: False gives each stream its own kernels
@@ -59,7 +60,8 @@ PROTOCOLS = {
 
 
 # ----------------------------------------------------------------------------- the network
-def branch(hsi, aux, kernel_size, filters=64, fusion_units=32, coupled=True, self_loop=True, stacked=True):
+def branch(hsi, aux, kernel_size, filters=64, fusion_units=32, coupled=True, self_loop=True, stacked=True,
+           bn_momentum=0.99):
     """One coupled self-looping branch of kernel size k: returns (fused 32-vector, HSI 256, aux 256)."""
     k = kernel_size
     conv = lambda name: layers.Conv2D(filters, k, padding="same", activation="relu",
@@ -67,7 +69,7 @@ def branch(hsi, aux, kernel_size, filters=64, fusion_units=32, coupled=True, sel
     x_hsi = conv(f"hsi_stem_k{k}")(SpectralStem(name=f"spectral_stem_k{k}")(hsi))
     x_aux = conv(f"aux_stem_k{k}")(aux)
     block = CoupledSelfLoopingBlock(filters, k, coupled=coupled, self_loop=self_loop, stacked=stacked,
-                                    name=f"coupled_block_k{k}")
+                                    bn_momentum=bn_momentum, name=f"coupled_block_k{k}")
     v_hsi, v_aux = block([x_hsi, x_aux])
     fused = layers.Dense(fusion_units, activation="relu", kernel_initializer=KERNEL_INIT, name=f"fusion_k{k}")(
         layers.Concatenate(name=f"concat_k{k}")([v_hsi, v_aux]))
@@ -75,14 +77,15 @@ def branch(hsi, aux, kernel_size, filters=64, fusion_units=32, coupled=True, sel
 
 
 def build_model(hsi_bands, aux_bands, num_classes, patch_size=11, filters=64, fusion_units=32,
-                kernel_sizes=(3, 5), coupled=True, self_loop=True, reconstruction=True, stacked=True):
+                kernel_sizes=(3, 5), coupled=True, self_loop=True, reconstruction=True, stacked=True, bn_momentum=0.99):
     """The network of Fig. 1: inputs {'hsi': (P, P, B), 'aux': (P, P, A)}, outputs
     {'class': softmax over C, 'rec_aux': second modality from HSI features (H -> L),
      'rec_hsi': HSI from second-modality features (L -> H)}; without reconstruction only 'class'."""
     p = patch_size
     hsi = keras.Input((p, p, hsi_bands), name="hsi")
     aux = keras.Input((p, p, aux_bands), name="aux")
-    branches = [branch(hsi, aux, k, filters, fusion_units, coupled, self_loop, stacked) for k in kernel_sizes]
+    branches = [branch(hsi, aux, k, filters, fusion_units, coupled, self_loop, stacked, bn_momentum)
+                for k in kernel_sizes]
     join = lambda xs, name: layers.Concatenate(name=name)(xs) if len(xs) > 1 else xs[0]
     fused = join([b[0] for b in branches], "concat_branches")
     outputs = {"class": layers.Dense(num_classes, activation="softmax", kernel_initializer=KERNEL_INIT,
@@ -105,7 +108,7 @@ def architecture(config, data_attrs):
                 filters=config["filters"], fusion_units=config["fusion_units"],
                 kernel_sizes=parse_kernel_sizes(config["kernel_sizes"]), coupled=config["coupled"],
                 self_loop=config["self_loop"], reconstruction=config["reconstruction"],
-                stacked=config["stacked_streams"])
+                stacked=config["stacked_streams"], bn_momentum=config["bn_momentum"])
 
 
 def parse_kernel_sizes(text):
@@ -313,7 +316,7 @@ def parse_bool(text):
 
 def parse_config(argv):
     """The block at the top of this file, overridden by --NAME VALUE flags of the same names and types."""
-    parser = argparse.ArgumentParser(description="Train the coupled self-looping network on a DataPrepare.py "
+    parser = argparse.ArgumentParser(allow_abbrev=False, description="Train the coupled self-looping network on a DataPrepare.py "
                                      "patch file. Every flag overrides the variable of the same name at the top "
                                      "of model.py.")
     choices = {"select": list(PROTOCOLS), "precision": ["float32", "mixed"]}
