@@ -1,0 +1,127 @@
+"""Speed of the network on this machine: training and inference patches/s per mode, in one run.
+
+    python benchmark.py --data data/houston2013.h5            # a DataPrepare.py file (or the stand-in)
+    python benchmark.py --data data/houston2013.h5 --modes plain-fp32,fast-mixed --steps 20
+    python benchmark.py --prepare /tmp/houston2013.mat        # also time DataPrepare.py on a scene
+
+Modes: 'plain' runs the two streams of each coupled block separately and, for inference, the whole
+model (decoders too), as a straightforward build would; 'fast' stacks the streams through each
+shared convolution and infers with the classification path alone. fp32 or mixed precision
+(bfloat16 on CPUs, float16 on GPUs). Every figure is relative to plain-fp32. Outside the tests:
+it takes minutes.
+"""
+import argparse
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+
+import model
+
+MODES = {"plain-fp32": (False, "float32"), "fast-fp32": (True, "float32"),
+         "plain-mixed": (False, "mixed"), "fast-mixed": (True, "mixed")}
+
+
+def machine():
+    cpu = platform.processor() or "?"
+    flags = ""
+    if os.path.exists("/proc/cpuinfo"):
+        info = open("/proc/cpuinfo").read()
+        names = [line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+        found = set(info.split())
+        flags = " ".join(f for f in ("avx512f", "avx512_bf16", "amx_bf16") if f in found)
+    gpus = model.gpu_count()
+    return (f"{cpu}, {os.cpu_count()} cores ({flags}), {gpus} GPU(s); Python {platform.python_version()}, "
+            f"Keras {keras.__version__}, backend {keras.backend.backend()}")
+
+
+def peak_gb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # kB on Linux
+
+
+def train_speed(net, batches, steps):
+    net.fit(batches, epochs=1, steps_per_epoch=3, verbose=0, shuffle=False)  # trace and warm up
+    start = time.perf_counter()
+    net.fit(batches, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False)
+    return steps * batches.batch_size / (time.perf_counter() - start)
+
+
+def infer_speed(net, x, batch_size):
+    net.predict({k: v[:batch_size] for k, v in x.items()}, batch_size=batch_size, verbose=0)  # warm up
+    start = time.perf_counter()
+    net.predict(x, batch_size=batch_size, verbose=0)
+    return len(x["hsi"]) / (time.perf_counter() - start)
+
+
+def bench_mode(name, info, train, test, args):
+    stacked, precision = MODES[name]
+    policy = model.set_precision(precision)
+    config = {**model.DEFAULTS, "stacked_streams": stacked}
+    net = model.build_model(**model.architecture(config, info))
+    model.compile_model(net, config)
+    batches = model.RotatedPatches(train, config["batch_size"], seed=0)
+    train_ps = train_speed(net, batches, args.steps)
+    infer_net = model.classifier(net) if stacked else net
+    infer_ps = infer_speed(infer_net, {"hsi": test["hsi"], "aux": test["aux"]}, args.infer_batch)
+    keras.mixed_precision.set_dtype_policy("float32")
+    return dict(mode=name, policy=policy, train=train_ps, infer=infer_ps)
+
+
+def time_prepare(source):
+    out = "/tmp/benchmark-prepare.h5"
+    cmd = ["/usr/bin/time", "-v", sys.executable, "DataPrepare.py", "--dataset", "houston2013", "--source", source,
+           "--out", out]
+    run = subprocess.run(cmd, capture_output=True, text=True, cwd=os.path.dirname(os.path.abspath(__file__)))
+    if run.returncode:
+        sys.exit(run.stderr[-2000:])
+    lines = {k.strip(): v.strip() for k, _, v in (line.partition(": ") for line in run.stderr.splitlines())}
+    m, s = lines["Elapsed (wall clock) time (h:mm:ss or m:ss)"].split(":")[-2:]
+    print(f"DataPrepare.py --dataset houston2013 --source {source}: {60 * int(m) + float(s):.1f} s wall, "
+          f"{int(lines['Maximum resident set size (kbytes)']) / 1e6:.2f} GB peak")
+    os.remove(out)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", help="patch file from DataPrepare.py (Houston 2013 or its stand-in)")
+    parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, of {', '.join(MODES)}")
+    parser.add_argument("--steps", type=int, default=30, help="timed training steps of batch 64 per mode")
+    parser.add_argument("--infer-patches", type=int, default=4096, help="test patches timed for inference")
+    parser.add_argument("--infer-batch", type=int, default=512)
+    parser.add_argument("--prepare", metavar="SCENE.mat", help="also time DataPrepare.py on this houston2013.mat")
+    parser.add_argument("--stand-in", action="store_true", help="label the figures: the data is the synthetic "
+                        "Houston 2013 stand-in of ../shared/data/houston2013/make_proxy.py")
+    args = parser.parse_args()
+    print(machine())
+    if args.prepare:
+        time_prepare(args.prepare)
+    if not args.data:
+        return
+    info, data = model.read_patch_file(args.data, ["train", "test"])
+    test = {k: v[:args.infer_patches] for k, v in data["test"].items()}
+    label = ' (synthetic demo)' if info['synthetic'] else ' (synthetic stand-in)' if args.stand_in else ''
+    print(f"{args.data}: {info['dataset']}{label}, "
+          f"{info['hsi_bands']} + {info['aux_bands']} bands, {info['num_classes']} classes, patch {info['patch_size']}; "
+          f"batch 64, {args.steps} timed steps; inference on {len(test['label'])} patches, batch {args.infer_batch}")
+    results = []
+    for name in args.modes.split(","):
+        results.append(bench_mode(name, info, data["train"], test, args))
+        r = results[-1]
+        print(f"  {name:12s} {r['policy']:15s} train {r['train']:7.1f} patches/s ({64000 / r['train']:5.0f} ms/batch, "
+              f"{4 * len(data['train']['label']) / r['train']:5.1f} s/epoch)   infer {r['infer']:7.1f} patches/s",
+              flush=True)
+    base = next((r for r in results if r["mode"] == "plain-fp32"), results[0])
+    print(f"relative to {base['mode']}:")
+    for r in results:
+        print(f"  {r['mode']:12s} train x{r['train'] / base['train']:.2f}   infer x{r['infer'] / base['infer']:.2f}")
+    print(f"peak memory (max RSS) {peak_gb():.2f} GB")
+
+
+if __name__ == "__main__":
+    main()
