@@ -1,0 +1,352 @@
+"""Tests of evaluate.py: every figure against an independent computation, the full-scene map against
+the stored test patches, the honest labelling of protocols and synthetic data, and the errors.
+
+The runs are tiny networks (8 filters) trained for a few epochs on DataPrepare's synthetic demo
+scene (64 x 96 pixels), so that predictions are not constant."""
+import csv
+import json
+import os
+import shutil
+import tracemalloc
+
+import h5py
+import numpy as np
+import pytest
+from sklearn.metrics import cohen_kappa_score
+
+import DataPrepare
+import evaluate
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+# -----------------------------------------------------------------------------
+# Fixtures: a demo patch file and a trained run directory, as model.py writes them
+
+@pytest.fixture(scope="module")
+def demo_h5(tmp_path_factory):
+    out = tmp_path_factory.mktemp("data") / "demo.h5"
+    DataPrepare.prepare("demo", str(out), val_fraction=0.2)
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained_run(demo_h5, tmp_path_factory):
+    """A run directory like model.py's, select 'last', with a small network fitted for 10 epochs."""
+    import keras
+    import model
+    keras.utils.set_random_seed(0)
+    with h5py.File(demo_h5, "r") as f:
+        train = {k: f["train"][k][()] for k in ("hsi", "aux", "label")}
+    arch = dict(hsi_bands=train["hsi"].shape[-1], aux_bands=train["aux"].shape[-1], num_classes=6,
+                patch_size=11, filters=8, fusion_units=8)
+    net = model.build_model(**arch)
+    clf = model.classifier(net)  # shares its weights with net; decoders need no training here
+    clf.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
+    clf.fit({"hsi": train["hsi"], "aux": train["aux"]}, train["label"], epochs=10, batch_size=32, verbose=0)
+    run = tmp_path_factory.mktemp("runs") / "demo-run"
+    run.mkdir()
+    net.save(run / "final.keras")
+    shutil.copyfile(run / "final.keras", run / "selected.keras")
+    write_config(run, demo_h5, "last", arch)
+    return run
+
+
+def write_config(run, data, select, arch, epochs=10):
+    import model
+    config = dict(data=str(data), select=select, protocol=model.PROTOCOLS[select], architecture=arch,
+                  precision="float32", epochs=epochs, dataset="demo", data_sha256=DataPrepare.sha256(str(data)))
+    (run / "config.json").write_text(json.dumps(config))
+    (run / "state.json").write_text(json.dumps(dict(epochs_done=epochs, select=select, selected_epoch=epochs)))
+
+
+def copy_run(run, dest, select=None):
+    """A copy of a run without its evaluation files, optionally claiming another selection."""
+    shutil.copytree(run, dest, ignore=shutil.ignore_patterns("metrics*", "confusion*", "map*", "ground*"))
+    if select:
+        config = json.loads((dest / "config.json").read_text())
+        write_config(dest, config["data"], select, config["architecture"])
+    return dest
+
+
+@pytest.fixture(scope="module")
+def evaluated(trained_run):
+    """The run evaluated once with --map, as a user would: (metrics.json, printed output)."""
+    import io
+    from contextlib import redirect_stdout
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        evaluate.main(["--run", str(trained_run), "--map", "--batch-size", "500"])
+    return json.loads((trained_run / "metrics.json").read_text()), buf.getvalue()
+
+
+# -----------------------------------------------------------------------------
+# The accuracy measures
+
+def test_kappa_variance_matches_a_hand_worked_example():
+    # n = 50, p = [[.4, .1], [.2, .3]]; row sums p_i+ = (.5, .5), column sums p_+i = (.6, .4)
+    # theta1 = .4 + .3 = .7;  theta2 = .5 * .6 + .5 * .4 = .5
+    # theta3 = .4 (.5 + .6) + .3 (.5 + .4) = .44 + .27 = .71
+    # theta4 = sum p_ij (p_j+ + p_+i)^2 = .4 (.5+.6)^2 + .1 (.5+.6)^2 + .2 (.5+.4)^2 + .3 (.5+.4)^2
+    #        = .484 + .121 + .162 + .243 = 1.01
+    # var = [.7 * .3 / .5^2 + 2 * .3 (2 * .7 * .5 - .71) / .5^3 + .3^2 (1.01 - 4 * .25) / .5^4] / 50
+    #     = [.84 - .048 + .0144] / 50 = .8064 / 50 = .016128
+    cm = np.array([[20, 5], [10, 15]])
+    assert evaluate.kappa_variance(cm) == pytest.approx(0.016128, rel=1e-12)
+    # kappa of the same matrix: (.7 - .5) / (1 - .5) = .4
+    y_true, y_pred = np.repeat([0, 0, 1, 1], [20, 5, 10, 15]), np.repeat([0, 1, 0, 1], [20, 5, 10, 15])
+    assert evaluate.accuracy_metrics(y_true, y_pred, 2)["kappa"] == pytest.approx(0.4, rel=1e-12)
+
+
+def test_kappa_variance_matches_a_loop_over_the_formula():
+    cm = np.random.default_rng(1).integers(0, 40, (5, 5)) + np.diag([50, 60, 5, 30, 80])
+    n = cm.sum()
+    p = cm / n
+    k = len(cm)
+    row = [sum(p[i, j] for j in range(k)) for i in range(k)]
+    col = [sum(p[i, j] for i in range(k)) for j in range(k)]
+    t1 = sum(p[i, i] for i in range(k))
+    t2 = sum(row[i] * col[i] for i in range(k))
+    t3 = sum(p[i, i] * (row[i] + col[i]) for i in range(k))
+    t4 = sum(p[i, j] * (row[j] + col[i]) ** 2 for i in range(k) for j in range(k))
+    want = (t1 * (1 - t1) / (1 - t2) ** 2 + 2 * (1 - t1) * (2 * t1 * t2 - t3) / (1 - t2) ** 3
+            + (1 - t1) ** 2 * (t4 - 4 * t2 ** 2) / (1 - t2) ** 4) / n
+    assert evaluate.kappa_variance(cm) == pytest.approx(want, rel=1e-12)
+
+
+def test_metrics_match_direct_counting():
+    rng = np.random.default_rng(0)
+    c = 6
+    y_true = rng.choice([0, 1, 2, 3, 5], 500)  # class 4 absent from the test set
+    y_pred = np.where(rng.random(500) < 0.7, y_true, rng.integers(0, c, 500))
+    y_pred[y_pred == 2] = 3  # class 2 never predicted: its user's accuracy is 0/0
+    m = evaluate.accuracy_metrics(y_true, y_pred, c)
+
+    cm = np.zeros((c, c), int)
+    np.add.at(cm, (y_true, y_pred), 1)
+    np.testing.assert_array_equal(m["confusion_matrix"], cm)
+    assert m["OA"] == pytest.approx(np.mean(y_true == y_pred), rel=1e-12)
+    for k in range(c):
+        true_k, pred_k = y_true == k, y_pred == k
+        prod = np.sum(true_k & pred_k) / true_k.sum() if true_k.any() else np.nan
+        user = np.sum(true_k & pred_k) / pred_k.sum() if pred_k.any() else np.nan
+        np.testing.assert_allclose(m["producer"][k], prod, rtol=1e-12)
+        np.testing.assert_allclose(m["user"][k], user, rtol=1e-12)
+    assert np.isnan(m["producer"][4]) and np.isnan(m["user"][2])
+    present = [0, 1, 2, 3, 5]
+    assert m["AA"] == pytest.approx(np.mean([np.mean(y_pred[y_true == k] == k) for k in present]), rel=1e-12)
+    po = np.mean(y_true == y_pred)
+    pe = sum(np.mean(y_true == k) * np.mean(y_pred == k) for k in range(c))
+    assert m["kappa"] == pytest.approx((po - pe) / (1 - pe), rel=1e-12)
+    assert m["kappa"] == pytest.approx(cohen_kappa_score(y_true, y_pred), rel=1e-12)
+
+
+def test_metrics_of_a_single_class_do_not_crash():
+    m = evaluate.accuracy_metrics(np.zeros(10, int), np.zeros(10, int), 3)
+    assert m["OA"] == 1 and m["AA"] == 1 and np.isnan(m["kappa_var"])
+    assert json.loads(json.dumps(evaluate.jsonable(m)))["kappa_var"] is None
+
+
+# -----------------------------------------------------------------------------
+# The full scene, cut on the fly
+
+def test_scene_batches_equal_patches_of_the_whole_padded_scene(demo_h5):
+    with h5py.File(demo_h5, "r") as f:
+        scene = f["scene"]
+        h, w = scene["test_map"].shape
+        every = np.argwhere(np.ones((h, w), bool))
+        for m in ("hsi", "aux"):
+            want = DataPrepare.cut_patches(DataPrepare.pad_scene(scene[m][()], 11), every, 11)
+            # 5-row bands and 97-patch batches: batches straddle rows, bands meet mid-patch
+            got = list(evaluate.scene_batches(scene, 11, 97, band_rows=5))
+            assert all(len(b[0]) <= 97 for b in got)
+            np.testing.assert_array_equal(np.concatenate([b[0] for b in got]), every[:, 0])
+            np.testing.assert_array_equal(np.concatenate([b[1] for b in got]), every[:, 1])
+            np.testing.assert_array_equal(np.concatenate([b[2 if m == "hsi" else 3] for b in got]), want)
+
+
+def test_scene_batches_memory_does_not_grow_with_the_scene(demo_h5):
+    with h5py.File(demo_h5, "r") as f:
+        scene = f["scene"]
+        h, w, b = scene["hsi"].shape
+        whole_patch_set = h * w * 11 * 11 * (b + 1) * 4  # 98 MB for the demo scene
+        tracemalloc.start()
+        for _ in evaluate.scene_batches(scene, 11, 256, band_rows=4):
+            pass
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    one_batch = 256 * 11 * 11 * (b + 1) * 4  # 4 MB
+    assert peak < 3 * one_batch < whole_patch_set / 5
+
+
+def test_map_agrees_with_the_stored_test_patches_pixel_for_pixel(trained_run, evaluated, demo_h5):
+    import model
+    metrics, _ = evaluated
+    labels = np.load(trained_run / "map.npy")
+    clf = model.load_classifier(str(trained_run), "final")
+    with h5py.File(demo_h5, "r") as f:
+        test = {k: f["test"][k][()] for k in ("hsi", "aux", "label", "coord")}
+        assert labels.shape == f["scene"]["test_map"].shape
+    pred = np.argmax(clf.predict({"hsi": test["hsi"], "aux": test["aux"]}, batch_size=4400, verbose=0), -1)
+    assert len(np.unique(pred)) > 1, "the fixture's network predicts one class: the test would be weak"
+    np.testing.assert_array_equal(labels[test["coord"][:, 0], test["coord"][:, 1]], pred + 1)
+    assert labels.min() >= 1 and labels.max() <= 6  # every pixel classified, labelled or not
+    assert metrics["OA"] == pytest.approx(np.mean(pred == test["label"]), rel=1e-12)
+    assert metrics["map"]["accuracy_test_pixels"] == metrics["OA"] and metrics["map"]["agrees_with_OA"]
+
+
+# -----------------------------------------------------------------------------
+# The files a run's evaluation writes
+
+def test_metrics_json_says_what_made_the_numbers(evaluated, trained_run, demo_h5):
+    m, printed = evaluated
+    for key in ("OA", "AA", "kappa", "kappa_var", "per_class", "confusion_matrix", "protocol", "data",
+                "data_sha256", "checkpoint", "epochs_done", "selected_epoch", "run", "n_test", "evaluated_at"):
+        assert key in m, key
+    assert m["protocol"] == "last epoch (no checkpoint selection)" and m["checkpoint"] == "final.keras"
+    assert m["data"] == "demo.h5" and m["data_sha256"] == DataPrepare.sha256(str(demo_h5))
+    assert m["n_test"] == 4400 == np.sum(m["confusion_matrix"])
+    assert [c["name"] for c in m["per_class"]] == ["Grass", "Trees", "Bare soil", "Road", "Roof", "Water"]
+    assert m["synthetic"] and "SYNTHETIC" in m["dataset_label"]
+    cm = np.array(m["confusion_matrix"])
+    assert m["OA"] == pytest.approx(np.trace(cm) / cm.sum(), rel=1e-12)
+    assert [c["producer_accuracy"] for c in m["per_class"]] == pytest.approx(list(np.diag(cm) / cm.sum(1)))
+    # the headline: figures, protocol, synthetic, where the files went
+    assert f"OA {100 * m['OA']:.2f} %" in printed and m["protocol"] in printed and "SYNTHETIC" in printed
+    assert str(trained_run / "metrics.json") in printed and str(trained_run / "map.png") in printed
+
+
+def test_markdown_table_is_laid_out_like_the_paper(evaluated, trained_run):
+    m, _ = evaluated
+    md = (trained_run / "metrics.md").read_text()
+    assert "SYNTHETIC" in md.splitlines()[0] and m["protocol"] in md
+    rows = [line for line in md.splitlines() if line.startswith("| ")]
+    assert rows[0].startswith("| No. | Class | Train | Test | Accuracy (%)")
+    assert rows[1] == f"| 1 | Grass | 20 | {m['per_class'][0]['test']} | " \
+                      f"{100 * m['per_class'][0]['producer_accuracy']:.2f} | " \
+                      f"{100 * m['per_class'][0]['user_accuracy']:.2f} |"
+    assert f"**{100 * m['OA']:.2f}**" in rows[-3] and "OA" in rows[-3]
+    assert f"**{100 * m['AA']:.2f}**" in rows[-2] and f"**{m['kappa']:.4f}**" in rows[-1]
+
+
+def test_confusion_csv_and_pictures(evaluated, trained_run):
+    m, _ = evaluated
+    with open(trained_run / "confusion_matrix.csv") as f:
+        rows = list(csv.reader(f))
+    assert rows[0][1:] == m["class_names"] and [r[0] for r in rows[1:]] == m["class_names"]
+    assert [[int(v) for v in r[1:]] for r in rows[1:]] == m["confusion_matrix"]
+    for name in ("confusion_matrix.png", "map.png", "ground_truth_train.png", "ground_truth_test.png"):
+        with open(trained_run / name, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n", name
+
+
+# -----------------------------------------------------------------------------
+# Protocols: which checkpoint, said plainly
+
+def test_select_that_the_run_did_not_make_is_refused(trained_run):
+    with pytest.raises(SystemExit, match="selected its checkpoint by 'last'.*--select val"):
+        evaluate.main(["--run", str(trained_run), "--select", "val"])
+
+
+def test_last_epoch_of_an_authors_run_is_labelled_and_kept_apart(trained_run, tmp_path, capsys):
+    run = copy_run(trained_run, tmp_path / "authors-run", select="authors")
+    evaluate.main(["--run", str(run)])
+    own = json.loads((run / "metrics.json").read_text())
+    assert own["checkpoint"] == "selected.keras" and "authors' protocol" in own["protocol"]
+    assert "TEST" in own["protocol"] and own["protocol"] in capsys.readouterr().out
+    evaluate.main(["--run", str(run), "--select", "last"])
+    last = json.loads((run / "metrics-last.json").read_text())
+    assert last["checkpoint"] == "final.keras" and last["protocol"] == "last epoch (no checkpoint selection)"
+    assert json.loads((run / "metrics.json").read_text())["protocol"] == own["protocol"]  # not overwritten
+    assert (run / "metrics-last.md").exists() and (run / "confusion_matrix-last.png").exists()
+
+
+def test_stand_in_label_and_mixed_precision(trained_run, demo_h5, tmp_path, capsys):
+    import keras
+    data = tmp_path / "houston2013.h5"
+    shutil.copyfile(demo_h5, data)
+    with h5py.File(data, "r+") as f:
+        f.attrs["synthetic"], f.attrs["dataset"] = False, "houston2013"
+    run = copy_run(trained_run, tmp_path / "run")
+    evaluate.main(["--run", str(run), "--data", str(data), "--stand-in", "--precision", "mixed"])
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["stand_in"] and m["dataset_label"].startswith("houston2013 SYNTHETIC STAND-IN")
+    assert m["precision"] == "mixed" and m["data_matches_training"] is False
+    assert "SYNTHETIC STAND-IN" in (run / "metrics.md").read_text().splitlines()[0]
+    assert "SYNTHETIC STAND-IN" in capsys.readouterr().out
+    assert keras.mixed_precision.dtype_policy().name == "float32"  # not left mixed for the process
+
+
+# -----------------------------------------------------------------------------
+# Errors: one clear line
+
+def test_errors_are_one_clear_message(trained_run, demo_h5, tmp_path):
+    def error(argv):
+        with pytest.raises(SystemExit) as e:
+            evaluate.main(argv)
+        assert str(e.value).startswith("evaluate.py: error: ")
+        return str(e.value)
+
+    assert "no config.json" in error(["--run", str(tmp_path)])
+    run = copy_run(trained_run, tmp_path / "no-ckpt")
+    os.remove(run / "final.keras")
+    assert "no final.keras" in error(["--run", str(run)])
+
+    no_test, no_scene = tmp_path / "no-test.h5", tmp_path / "no-scene.h5"
+    for path, group in ((no_test, "test"), (no_scene, "scene")):
+        shutil.copyfile(demo_h5, path)
+        with h5py.File(path, "r+") as f:
+            del f[group]
+    assert "group 'test'" in error(["--run", str(trained_run), "--data", str(no_test)])
+    assert "group 'scene'" in error(["--run", str(trained_run), "--data", str(no_scene), "--map"])
+    assert "no such data file" in error(["--run", str(trained_run), "--data", str(tmp_path / "none.h5")])
+
+    run = copy_run(trained_run, tmp_path / "seven")
+    config = json.loads((run / "config.json").read_text())
+    write_config(run, config["data"], "last", {**config["architecture"], "num_classes": 7, "hsi_bands": 40})
+    msg = error(["--run", str(run)])
+    assert "num_classes 6 in the data, 7 in the model" in msg and "hsi_bands 32 in the data, 40" in msg
+
+
+# -----------------------------------------------------------------------------
+# Several runs: mean +- sample std
+
+def fake_runs(trained_run, tmp_path, oas, protocol=None):
+    """Copies of the evaluated run whose metrics.json claim the given OAs (and AA = OA)."""
+    base = json.loads((trained_run / "metrics.json").read_text())
+    runs = []
+    for i, oa in enumerate(oas):
+        run = copy_run(trained_run, tmp_path / f"run{i}")
+        m = dict(base, OA=oa, AA=oa, run=str(run))
+        m["per_class"] = [dict(c, producer_accuracy=oa) for c in base["per_class"]]
+        if protocol and i == len(oas) - 1:
+            m["protocol"] = protocol
+        (run / "metrics.json").write_text(json.dumps(m))
+        runs.append(str(run))
+    return runs
+
+
+def test_aggregate_reports_mean_and_sample_std(trained_run, evaluated, tmp_path, capsys):
+    runs = fake_runs(trained_run, tmp_path, [0.90, 0.92, 0.94])
+    evaluate.main(["--runs", *runs, "--out", str(tmp_path / "agg")])
+    agg = json.loads((tmp_path / "agg" / "aggregate.json").read_text())
+    assert agg["n_runs"] == 3 and agg["OA"]["values"] == [0.90, 0.92, 0.94]
+    assert agg["OA"]["mean"] == pytest.approx(0.92) and agg["OA"]["std"] == pytest.approx(0.02)  # ddof=1
+    assert agg["per_class"][3]["producer_accuracy"]["std"] == pytest.approx(0.02)
+    md = (tmp_path / "agg" / "aggregate.md").read_text()
+    assert "92.00 ± 2.00" in md and "over 3 runs" in md and "SYNTHETIC" in md and agg["protocol"] in md
+    assert "OA 92.00 ± 2.00 %" in capsys.readouterr().out
+
+
+def test_aggregate_refuses_to_mix_protocols(trained_run, evaluated, tmp_path):
+    runs = fake_runs(trained_run, tmp_path, [0.90, 0.92], protocol="best TEST accuracy (the authors' ...)")
+    with pytest.raises(SystemExit, match="differ in protocol"):
+        evaluate.main(["--runs", *runs, "--out", str(tmp_path)])
+
+
+def test_aggregate_evaluates_runs_without_metrics(trained_run, evaluated, tmp_path):
+    fresh = copy_run(trained_run, tmp_path / "fresh")  # no metrics.json yet
+    evaluate.main(["--runs", str(trained_run), str(fresh)])  # default --out: the first run's parent
+    agg = json.loads((trained_run.parent / "aggregate.json").read_text())
+    assert (fresh / "metrics.json").exists()
+    assert agg["OA"]["values"][0] == agg["OA"]["values"][1] and agg["OA"]["std"] == 0
