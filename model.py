@@ -333,7 +333,10 @@ def parse_config(argv):
                          f"not {', '.join('--' + k for k in extra)}")
         return given
     config = {**DEFAULTS, **given}
-    parse_kernel_sizes(config["kernel_sizes"])
+    try:
+        parse_kernel_sizes(config["kernel_sizes"])
+    except ValueError as e:
+        parser.error(str(e))
     return config
 
 

@@ -78,6 +78,9 @@ def test_unknown_override_and_wrong_type_are_refused(capsys):
         model.parse_config(["--coupled", "maybe"])
     assert "expected true or false" in capsys.readouterr().err
     with pytest.raises(SystemExit):
+        model.parse_config(["--kernel_sizes", "3,4"])
+    assert "kernel_sizes must be odd integers separated by commas, got '3,4'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
         model.parse_config(["--resume", "runs/x", "--lr", "1e-3"])
     assert "only --epochs may change, not --lr" in capsys.readouterr().err
     config = model.parse_config(["--epochs", "7", "--batch-size", "32", "--coupled", "false", "--lr", "1e-3"])
