@@ -2,7 +2,8 @@
 the stored test patches, the honest labelling of protocols and synthetic data, and the errors.
 
 The runs are tiny networks (8 filters) trained for a few epochs on DataPrepare's synthetic demo
-scene (64 x 96 pixels), so that predictions are not constant."""
+scene (64 x 96 pixels), so that predictions are not constant. Making that run takes about 20 s, so
+the tests that use it are marked slow; `-m "not slow"` keeps the metric and patch-cutting tests."""
 import csv
 import json
 import os
@@ -179,6 +180,7 @@ def test_scene_batches_memory_does_not_grow_with_the_scene(demo_h5):
     assert peak < 3 * one_batch < whole_patch_set / 5
 
 
+@pytest.mark.slow  # uses the trained run (~20 s to make once)
 def test_map_agrees_with_the_stored_test_patches_pixel_for_pixel(trained_run, evaluated, demo_h5):
     import model
     metrics, _ = evaluated
@@ -193,11 +195,13 @@ def test_map_agrees_with_the_stored_test_patches_pixel_for_pixel(trained_run, ev
     assert labels.min() >= 1 and labels.max() <= 6  # every pixel classified, labelled or not
     assert metrics["OA"] == pytest.approx(np.mean(pred == test["label"]), rel=1e-12)
     assert metrics["map"]["accuracy_test_pixels"] == metrics["OA"] and metrics["map"]["agrees_with_OA"]
+    assert metrics["map"]["test_pixels_agreeing_with_patch_predictions"] == 4400
 
 
 # -----------------------------------------------------------------------------
 # The files a run's evaluation writes
 
+@pytest.mark.slow  # uses the trained run (~20 s to make once)
 def test_metrics_json_says_what_made_the_numbers(evaluated, trained_run, demo_h5):
     m, printed = evaluated
     for key in ("OA", "AA", "kappa", "kappa_var", "per_class", "confusion_matrix", "protocol", "data",
@@ -216,6 +220,7 @@ def test_metrics_json_says_what_made_the_numbers(evaluated, trained_run, demo_h5
     assert str(trained_run / "metrics.json") in printed and str(trained_run / "map.png") in printed
 
 
+@pytest.mark.slow  # uses the trained run (~20 s to make once)
 def test_markdown_table_is_laid_out_like_the_paper(evaluated, trained_run):
     m, _ = evaluated
     md = (trained_run / "metrics.md").read_text()
@@ -229,6 +234,7 @@ def test_markdown_table_is_laid_out_like_the_paper(evaluated, trained_run):
     assert f"**{100 * m['AA']:.2f}**" in rows[-2] and f"**{m['kappa']:.4f}**" in rows[-1]
 
 
+@pytest.mark.slow  # uses the trained run (~20 s to make once)
 def test_confusion_csv_and_pictures(evaluated, trained_run):
     m, _ = evaluated
     with open(trained_run / "confusion_matrix.csv") as f:
@@ -243,11 +249,13 @@ def test_confusion_csv_and_pictures(evaluated, trained_run):
 # -----------------------------------------------------------------------------
 # Protocols: which checkpoint, said plainly
 
+@pytest.mark.slow  # uses the trained run (~20 s to make once)
 def test_select_that_the_run_did_not_make_is_refused(trained_run):
     with pytest.raises(SystemExit, match="selected its checkpoint by 'last'.*--select val"):
         evaluate.main(["--run", str(trained_run), "--select", "val"])
 
 
+@pytest.mark.slow  # uses the trained run (~20 s to make once)
 def test_last_epoch_of_an_authors_run_is_labelled_and_kept_apart(trained_run, tmp_path, capsys):
     run = copy_run(trained_run, tmp_path / "authors-run", select="authors")
     evaluate.main(["--run", str(run)])
@@ -261,6 +269,7 @@ def test_last_epoch_of_an_authors_run_is_labelled_and_kept_apart(trained_run, tm
     assert (run / "metrics-last.md").exists() and (run / "confusion_matrix-last.png").exists()
 
 
+@pytest.mark.slow  # uses the trained run (~20 s to make once)
 def test_stand_in_label_and_mixed_precision(trained_run, demo_h5, tmp_path, capsys):
     import keras
     data = tmp_path / "houston2013.h5"
@@ -280,6 +289,7 @@ def test_stand_in_label_and_mixed_precision(trained_run, demo_h5, tmp_path, caps
 # -----------------------------------------------------------------------------
 # Errors: one clear line
 
+@pytest.mark.slow  # uses the trained run (~20 s to make once)
 def test_errors_are_one_clear_message(trained_run, demo_h5, tmp_path):
     def error(argv):
         with pytest.raises(SystemExit) as e:
@@ -326,6 +336,7 @@ def fake_runs(trained_run, tmp_path, oas, protocol=None):
     return runs
 
 
+@pytest.mark.slow  # uses the trained run (~20 s to make once)
 def test_aggregate_reports_mean_and_sample_std(trained_run, evaluated, tmp_path, capsys):
     runs = fake_runs(trained_run, tmp_path, [0.90, 0.92, 0.94])
     evaluate.main(["--runs", *runs, "--out", str(tmp_path / "agg")])
@@ -338,12 +349,14 @@ def test_aggregate_reports_mean_and_sample_std(trained_run, evaluated, tmp_path,
     assert "OA 92.00 ± 2.00 %" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # uses the trained run (~20 s to make once)
 def test_aggregate_refuses_to_mix_protocols(trained_run, evaluated, tmp_path):
     runs = fake_runs(trained_run, tmp_path, [0.90, 0.92], protocol="best TEST accuracy (the authors' ...)")
     with pytest.raises(SystemExit, match="differ in protocol"):
         evaluate.main(["--runs", *runs, "--out", str(tmp_path)])
 
 
+@pytest.mark.slow  # uses the trained run (~20 s to make once)
 def test_aggregate_evaluates_runs_without_metrics(trained_run, evaluated, tmp_path):
     fresh = copy_run(trained_run, tmp_path / "fresh")  # no metrics.json yet
     evaluate.main(["--runs", str(trained_run), str(fresh)])  # default --out: the first run's parent
