@@ -28,7 +28,6 @@ tables and printed lines; kappa is a fraction everywhere.
 import argparse
 import csv
 import datetime
-import hashlib
 import json
 import os
 import resource
@@ -38,6 +37,8 @@ import time
 import warnings
 
 import numpy as np
+
+from DataPrepare import sha256
 
 BATCH_SIZE = 256  # patches per inference step: on 2 CPU cores 256 is as fast as 1024 and peaks 0.9 GB lower
 BAND_ROWS = 16  # scene rows whose patches are cut at a time for the map (DataPrepare's chunk height)
@@ -126,14 +127,6 @@ def choose_checkpoint(run_dir, config, state, select):
 
 def file_suffix(config, select):
     return "" if select == config["select"] else f"-{select}"
-
-
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 24):  # stream: patch files are GBs
-            h.update(block)
-    return h.hexdigest()
 
 
 def text(x):

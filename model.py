@@ -37,7 +37,6 @@ DEFAULTS = {k: v for k, v in dict(globals()).items() if not k.startswith("_") an
 import argparse  # noqa: E402  (the block above stays first, where users edit it)
 import csv  # noqa: E402
 import datetime  # noqa: E402
-import hashlib  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import os  # noqa: E402
@@ -49,6 +48,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import layers  # noqa: E402
 
+from DataPrepare import sha256  # noqa: E402
 from layers import KERNEL_INIT, CoupledSelfLoopingBlock, CrossModalDecoder, SpectralStem  # noqa: E402
 from losses import BatchRMSE  # noqa: E402
 
@@ -193,14 +193,6 @@ def load_group(f, path, group):
     if missing:
         raise DataFileError(f"{path}: group '{group}' lacks {missing} (it has {sorted(g.keys())})")
     return {k: g[k][()] for k in GROUP_KEYS}
-
-
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------- input pipeline
