@@ -173,9 +173,7 @@ def read_patch_file(path, groups):
             raise DataFileError(f"{path}: attributes {missing} missing: not a patch file written by DataPrepare.py "
                                 f"(it has attributes {sorted(f.attrs)})")
         loaded = {g: load_group(f, path, g) for g in groups}
-        train = f["train"] if "train" in f else None
-        if train is None or any(k not in train for k in GROUP_KEYS):
-            raise DataFileError(f"{path}: group 'train' with {list(GROUP_KEYS)} missing: not written by DataPrepare.py")
+        train = patch_group(f, path, "train")
         info = dict(dataset=str(f.attrs["dataset"]), class_names=[str(c) for c in f.attrs["class_names"]],
                     patch_size=int(f.attrs["patch_size"]), hsi_bands=int(train["hsi"].shape[-1]),
                     aux_bands=int(train["aux"].shape[-1]), synthetic=bool(f.attrs.get("synthetic", False)),
@@ -184,14 +182,19 @@ def read_patch_file(path, groups):
     return info, loaded
 
 
-def load_group(f, path, group):
+def patch_group(f, path, group):
     if group not in f:
         raise DataFileError(f"{path}: group '{group}' missing (it has {sorted(f.keys())})"
-                            + (": carve one with DataPrepare.py --val-fraction 0.1" if group == "val" else ""))
-    g = f[group]
-    missing = [k for k in GROUP_KEYS if k not in g]
+                            + (": carve one with DataPrepare.py --val-fraction 0.1" if group == "val" else
+                               ": not a complete patch file written by DataPrepare.py"))
+    missing = [k for k in GROUP_KEYS if k not in f[group]]
     if missing:
-        raise DataFileError(f"{path}: group '{group}' lacks {missing} (it has {sorted(g.keys())})")
+        raise DataFileError(f"{path}: group '{group}' lacks {missing} (it has {sorted(f[group].keys())})")
+    return f[group]
+
+
+def load_group(f, path, group):
+    g = patch_group(f, path, group)
     return {k: g[k][()] for k in GROUP_KEYS}
 
 
@@ -244,9 +247,11 @@ class HeldOutAccuracy(keras.callbacks.Callback):
         super().__init__()
         self.name, self.group, self.batch_size = name, group, batch_size
 
+    def on_train_begin(self, logs=None):
+        self.classifier = classifier(self.model)  # built once: shares the model's weights
+
     def on_epoch_end(self, epoch, logs=None):
-        clf = classifier(self.model)
-        probs = clf.predict({"hsi": self.group["hsi"], "aux": self.group["aux"]}, batch_size=self.batch_size, verbose=0)
+        probs = self.classifier.predict({"hsi": self.group["hsi"], "aux": self.group["aux"]}, batch_size=self.batch_size, verbose=0)
         logs[f"{self.name}_accuracy"] = float(np.mean(np.argmax(probs, -1) == self.group["label"]))
 
 
@@ -455,9 +460,10 @@ def plot_curves(history_csv, png, config):
     for key in ("loss", "class_loss", "rec_aux_loss", "rec_hsi_loss"):
         if key in rows[0]:
             ax_loss.plot(epochs, [float(r[key]) for r in rows], label=key)
-    for key in ("class_accuracy", "val_accuracy", "test_accuracy"):
+    labels = {"class_accuracy": "training patches", "val_accuracy": "validation pixels",
+              "test_accuracy": "TEST pixels (authors' protocol: they choose the checkpoint)"}
+    for key, label in labels.items():
         if key in rows[0]:
-            label = key + (" (authors' protocol: test set chooses)" if key == "test_accuracy" else "")
             ax_acc.plot(epochs, [float(r[key]) for r in rows], label=label)
     ax_loss.set(xlabel="epoch", ylabel="loss", yscale="log", title="training losses")
     ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")

@@ -95,7 +95,7 @@ def test_a_file_not_made_by_dataprepare_is_refused(tmp_path):
         train(["--data", str(bad), "--out", str(tmp_path / "run")])
     with h5py.File(bad, "a") as f:
         f.attrs.update(dataset="x", class_names=["a", "b"], patch_size=5)
-    with pytest.raises(SystemExit, match=r"group 'train' with \['hsi', 'aux', 'label'\] missing: not written by DataPrepare"):
+    with pytest.raises(SystemExit, match=r"other.h5: group 'train' missing \(it has \['x'\]\): not a complete patch"):
         train(["--data", str(bad), "--out", str(tmp_path / "run")])
 
 
