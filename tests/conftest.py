@@ -23,6 +23,9 @@ HOUSTON_TEST_COUNTS = [1053, 1064, 505, 1056, 1056, 143, 1072, 1053, 1059, 1036,
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: end-to-end test (seconds to minutes); CI runs it, `-m 'not slow'` skips it")
+    # Keras' own NumPy 2 deprecation, thousands of times per training: not ours to fix
+    config.addinivalue_line("filterwarnings",
+                            "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
 
 
 def need_shared(path):
