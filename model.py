@@ -1,6 +1,6 @@
 """Build and train the coupled self-looping network (Pande & Banerjee, Neural Networks 164, 2023).
 
-    python model.py --data data/houston2013.h5                   # the paper's protocol
+    python model.py --data data/houston2013.h5                   # the paper's hyperparameters
     python model.py --data data/demo.h5 --epochs 5 --lr 1e-3     # any hyperparameter below, by name
     python model.py --resume runs/houston2013-20261125-101500     # go on with an interrupted run
 
@@ -385,7 +385,7 @@ def new_run(config, argv):
 
 def resume_run(run_dir, epochs=None):
     with open(os.path.join(run_dir, "config.json")) as f:
-        config = json.load(f)
+        config = {**json.load(f), "out": run_dir}  # the directory as named now, wherever we run from
     state_path = os.path.join(run_dir, "state.json")
     if not os.path.exists(state_path) or not os.path.exists(os.path.join(run_dir, "final.keras")):
         raise DataFileError(f"{run_dir}: no state.json / final.keras yet: nothing to resume, start it again")
