@@ -24,6 +24,7 @@ Examples:
 """
 import argparse
 import colorsys
+import contextlib
 import hashlib
 import json
 import os
@@ -253,6 +254,40 @@ def sha256(path):
         while block := f.read(1 << 22):  # stream: a scene can be several GB
             h.update(block)
     return h.hexdigest()
+
+
+# File helpers shared by the three scripts: every result file appears whole or not at all.
+
+@contextlib.contextmanager
+def replacing(path):
+    """Yield a temporary name beside `path` (same extension, so savefig/np.save keep the format) and
+    rename it to `path` only when the block ends without an error; a failed write leaves no file."""
+    folder, name = os.path.split(path)
+    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{name}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def jsonable(x):
+    """numpy -> Python, NaN -> None (JSON has no NaN)."""
+    if isinstance(x, dict):
+        return {k: jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple, np.ndarray)):
+        return [jsonable(v) for v in x]
+    if isinstance(x, (np.integer, np.bool_)):
+        return x.item()
+    if isinstance(x, (float, np.floating)):
+        return None if np.isnan(x) else float(x)
+    return x
+
+
+def write_json(path, obj):
+    with replacing(path) as tmp, open(tmp, "w") as f:
+        json.dump(jsonable(obj), f, indent=2)
 
 
 # -----------------------------------------------------------------------------

@@ -12,8 +12,8 @@ in the test set), Cohen's kappa and its large-sample variance, per-class produce
 "accuracy" column of the paper's per-class tables, n_ii / n_i+) and user's accuracy (n_ii / n_+i).
 
 Files written into the run directory (SUFFIX is empty for the run's own checkpoint selection and
-"-last" etc. for another one, so that numbers made under different protocols never overwrite each
-other):
+precision, "-last", "-mixed", "-last-float32" etc. for another, so that numbers made another way never
+overwrite the run's own):
     metrics{SUFFIX}.json            every figure, the protocol, checkpoint and data file (name, sha256)
     metrics{SUFFIX}.md              the per-class table laid out like the paper's
     confusion_matrix{SUFFIX}.csv    counts; confusion_matrix{SUFFIX}.png row-normalised
@@ -38,7 +38,7 @@ import warnings
 
 import numpy as np
 
-from DataPrepare import sha256
+from DataPrepare import replacing, sha256, write_json
 
 BATCH_SIZE = 256  # patches per inference step: on 2 CPU cores 256 is as fast as 1024 and peaks 0.9 GB lower
 BAND_ROWS = 16  # scene rows whose patches are cut at a time for the map (DataPrepare's chunk height)
@@ -125,8 +125,13 @@ def choose_checkpoint(run_dir, config, state, select):
     return select, checkpoint, epoch
 
 
-def file_suffix(config, select):
-    return "" if select == config["select"] else f"-{select}"
+def file_suffix(config, select, precision):
+    """'' for the run's own checkpoint selection and precision, else '-last', '-mixed', '-last-float32'...:
+    numbers made another way never overwrite the run's own."""
+    parts = [select] if select != config["select"] else []
+    if precision != config.get("precision", "float32"):
+        parts.append(precision)
+    return "".join(f"-{part}" for part in parts)
 
 
 def text(x):
@@ -233,24 +238,6 @@ def pct(x):
     return "n/a" if x is None or np.isnan(x) else f"{100 * x:.2f}"
 
 
-def jsonable(x):
-    """numpy -> Python, NaN -> None (JSON has no NaN)."""
-    if isinstance(x, dict):
-        return {k: jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple, np.ndarray)):
-        return [jsonable(v) for v in x]
-    if isinstance(x, (np.integer, np.bool_)):
-        return x.item()
-    if isinstance(x, (float, np.floating)):
-        return None if np.isnan(x) else float(x)
-    return x
-
-
-def write_json(path, obj):
-    with open(path, "w") as f:
-        json.dump(jsonable(obj), f, indent=2)
-
-
 def describe(m):
     """The lines that say where a table's numbers come from, shared by headers and titles."""
     epoch = f"epoch {m['selected_epoch']} of {m['epochs_done']}" if m["selected_epoch"] else "epoch unknown"
@@ -280,12 +267,12 @@ def write_markdown(path, m):
                      f"{pct(m['map']['accuracy_test_pixels'])} %; the map and the test patches give the same "
                      f"class at {m['map']['test_pixels_agreeing_with_patch_predictions']} of {m['n_test']} "
                      f"test pixels.")
-    with open(path, "w") as f:
+    with replacing(path) as tmp, open(tmp, "w") as f:
         f.write("\n".join(lines) + "\n")
 
 
 def write_confusion_csv(path, cm, names):
-    with open(path, "w", newline="") as f:
+    with replacing(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["true \\ predicted"] + names)
         for name, row in zip(names, cm):
@@ -315,7 +302,8 @@ def plot_confusion(path, cm, names, m):
                  f"OA {pct(m['OA'])} %, AA {pct(m['AA'])} %, kappa {m['kappa']:.4f}, "
                  f"{m['n_test']} test pixels", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with replacing(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
 
 
@@ -345,7 +333,8 @@ def plot_labels(path, labels, palette, names, title):
                   ncol=min(len(handles), 8), frameon=False)
     else:
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False)
-    fig.savefig(path, dpi=dpi, bbox_inches="tight", pad_inches=0.1)  # "tight" takes in what lies outside
+    with replacing(path) as tmp:  # "tight" takes in the legend that lies outside the axes
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", pad_inches=0.1)
     plt.close(fig)
 
 
@@ -410,7 +399,7 @@ def evaluate_run(run_dir, data=None, select=None, precision=None, batch_size=BAT
         evaluated_at=datetime.datetime.now().isoformat(timespec="seconds"),
         command=command)
 
-    suffix = file_suffix(config, select)
+    suffix = file_suffix(config, select, precision)
     out = lambda name, ext: os.path.join(run_dir, f"{name}{suffix}.{ext}")
     maps = write_maps(clf, f, m, names, run_dir, out, batch_size, band_rows, y_pred) if make_map else []
     f.close()
@@ -450,7 +439,8 @@ def write_maps(clf, f, m, names, run_dir, out, batch_size, band_rows, y_pred):
         print(f"evaluate.py: warning: the map differs from the test patches' predictions at "
               f"{len(coord) - agree} of {len(coord)} test pixels; its accuracy there is {pct(accuracy)} %, "
               f"OA on the test patches {pct(m['OA'])} %", file=sys.stderr)
-    np.save(out("map", "npy"), labels)
+    with replacing(out("map", "npy")) as tmp:
+        np.save(tmp, labels)
     title = (f"{m['dataset_label']}: classification map, run {os.path.basename(os.path.normpath(m['run']))}\n"
              f"{m['protocol']}; "
              f"accuracy at the {int(at.sum())} test pixels {pct(accuracy)} %")
@@ -485,7 +475,8 @@ def run_metrics(run_dir, args):
     """A run's metrics for the requested protocol: its metrics file if it is current, else evaluate."""
     config, state = read_run(run_dir)
     select = args.select or config["select"]
-    path = os.path.join(run_dir, f"metrics{file_suffix(config, select)}.json")
+    precision = args.precision or config.get("precision", "float32")
+    path = os.path.join(run_dir, f"metrics{file_suffix(config, select, precision)}.json")
     if os.path.isfile(path):
         with open(path) as f:
             m = json.load(f)
@@ -519,6 +510,7 @@ def aggregate(runs, args):
     agg = dict(
         dataset=first["dataset"], dataset_label=first["dataset_label"], synthetic=first["synthetic"],
         protocol=first["protocol"], select=first["select"], n_runs=len(ms), runs=list(runs),
+        precision=sorted({m["precision"] for m in ms}),
         std="sample standard deviation over runs (ddof=1); null for a single run",
         units=first["units"], n_test=first["n_test"],
         data=sorted({m["data"] for m in ms}), data_sha256=sorted({m["data_sha256"] for m in ms}),
@@ -551,6 +543,7 @@ def pm(s, kappa=False):
 def write_aggregate_markdown(path, agg):
     lines = [f"# {agg['dataset_label']}: per-class accuracy over {agg['n_runs']} runs", "",
              f"- protocol: {agg['protocol']}",
+             f"- inference precision: {', '.join(agg['precision'])}",
              f"- runs: {', '.join(f'`{r}`' for r in agg['runs'])}",
              f"- data: {', '.join(agg['data'])}, {agg['n_test']} test pixels",
              "- mean ± sample standard deviation (ddof=1) over runs; accuracies in %, kappa as a fraction", "",
@@ -562,7 +555,7 @@ def write_aggregate_markdown(path, agg):
     lines += [f"| | **OA (%)** | | {agg['n_test']} | **{pm(agg['OA'])}** | |",
               f"| | **AA (%)** | | | **{pm(agg['AA'])}** | |",
               f"| | **Kappa** | | | **{pm(agg['kappa'], kappa=True)}** | |", ""]
-    with open(path, "w") as f:
+    with replacing(path) as tmp, open(tmp, "w") as f:
         f.write("\n".join(lines) + "\n")
 
 

@@ -48,7 +48,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import layers  # noqa: E402
 
-from DataPrepare import sha256  # noqa: E402
+from DataPrepare import replacing, sha256, write_json  # noqa: E402
 from layers import KERNEL_INIT, CoupledSelfLoopingBlock, CrossModalDecoder, SpectralStem  # noqa: E402
 from losses import BatchRMSE  # noqa: E402
 
@@ -285,16 +285,8 @@ def append_history(path, epoch, logs):
 
 
 def save_model(net, path):
-    tmp = os.path.join(os.path.dirname(path), ".tmp-" + os.path.basename(path))  # Keras wants a .keras suffix
-    net.save(tmp)
-    os.replace(tmp, path)
-
-
-def write_json(path, obj):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
+    with replacing(path) as tmp:  # the temporary name keeps the .keras suffix Keras wants
+        net.save(tmp)
 
 
 def lr_at(epoch, config):
@@ -403,7 +395,7 @@ def truncate_history(path, rows):
     if os.path.exists(path):
         with open(path) as f:
             lines = f.readlines()
-        with open(path, "w") as f:
+        with replacing(path) as tmp, open(tmp, "w") as f:
             f.writelines(lines[:rows + 1])
 
 
@@ -472,7 +464,8 @@ def plot_curves(history_csv, png, config):
         ax.grid(alpha=0.3)
     fig.suptitle(f"{config['dataset']}{' (synthetic)' if config.get('synthetic') else ''}: {config['out']}")
     fig.tight_layout()
-    fig.savefig(png, dpi=120)
+    with replacing(png) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
 
 

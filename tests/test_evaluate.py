@@ -145,7 +145,21 @@ def test_metrics_match_direct_counting():
 def test_metrics_of_a_single_class_do_not_crash():
     m = evaluate.accuracy_metrics(np.zeros(10, int), np.zeros(10, int), 3)
     assert m["OA"] == 1 and m["AA"] == 1 and np.isnan(m["kappa_var"])
-    assert json.loads(json.dumps(evaluate.jsonable(m)))["kappa_var"] is None
+    assert json.loads(json.dumps(DataPrepare.jsonable(m)))["kappa_var"] is None
+
+
+def test_result_files_appear_whole_or_not_at_all(tmp_path):
+    path = tmp_path / "metrics.json"
+    DataPrepare.write_json(str(path), {"OA": np.float64(0.5), "kappa_var": float("nan"), "n": np.int64(3)})
+    assert json.loads(path.read_text()) == {"OA": 0.5, "kappa_var": None, "n": 3}
+    with pytest.raises(TypeError):  # fails half-way through json.dump: the old file stays as it was
+        DataPrepare.write_json(str(path), {"OA": 0.9, "bad": object()})
+    assert json.loads(path.read_text())["OA"] == 0.5
+    assert sorted(os.listdir(tmp_path)) == ["metrics.json"]  # no temporary file left behind
+    with DataPrepare.replacing(str(tmp_path / "map.npy")) as tmp:
+        assert tmp.endswith(".npy") and os.path.dirname(tmp) == str(tmp_path)  # np.save keeps the name
+        np.save(tmp, np.arange(3))
+    np.testing.assert_array_equal(np.load(tmp_path / "map.npy"), np.arange(3))
 
 
 # -----------------------------------------------------------------------------
@@ -278,10 +292,11 @@ def test_stand_in_label_and_mixed_precision(trained_run, demo_h5, tmp_path, caps
         f.attrs["synthetic"], f.attrs["dataset"] = False, "houston2013"
     run = copy_run(trained_run, tmp_path / "run")
     evaluate.main(["--run", str(run), "--data", str(data), "--stand-in", "--precision", "mixed"])
-    m = json.loads((run / "metrics.json").read_text())
+    m = json.loads((run / "metrics-mixed.json").read_text())  # not the run's own (float32) file
+    assert not (run / "metrics.json").exists()
     assert m["stand_in"] and m["dataset_label"].startswith("houston2013 SYNTHETIC STAND-IN")
     assert m["precision"] == "mixed" and m["data_matches_training"] is False
-    assert "SYNTHETIC STAND-IN" in (run / "metrics.md").read_text().splitlines()[0]
+    assert "SYNTHETIC STAND-IN" in (run / "metrics-mixed.md").read_text().splitlines()[0]
     assert "SYNTHETIC STAND-IN" in capsys.readouterr().out
     assert keras.mixed_precision.dtype_policy().name == "float32"  # not left mixed for the process
 
