@@ -3,12 +3,15 @@
     python benchmark.py --data data/houston2013.h5            # a DataPrepare.py file (or the stand-in)
     python benchmark.py --data data/houston2013.h5 --modes plain-fp32,fast-mixed --steps 20
     python benchmark.py --prepare /tmp/houston2013.mat        # also time DataPrepare.py on a scene
+    python benchmark.py --data data/houston2013.h5 --floor    # + the coupled blocks' convolutions alone
 
 Modes: 'plain' runs the two streams of each coupled block separately and, for inference, the whole
 model (decoders too), as a straightforward build would; 'fast' stacks the streams through each
 shared convolution and infers with the classification path alone. fp32 or mixed precision
-(bfloat16 on CPUs, float16 on GPUs). Every figure is relative to plain-fp32. Outside the tests:
-it takes minutes.
+(bfloat16 on CPUs, float16 on GPUs). Every figure is relative to plain-fp32. --floor times the
+sixteen 64-channel convolutions of the coupled blocks alone: they carry most of the network's
+FLOPs, so their time bounds what any build using the same convolution kernels can reach on the
+machine. Outside the tests: it takes minutes.
 """
 import argparse
 import json
@@ -71,8 +74,37 @@ def bench_mode(name, info, train, test, args):
     train_ps = train_speed(net, batches, args.steps)
     infer_net = model.classifier(net) if stacked else net
     infer_ps = infer_speed(infer_net, {"hsi": test["hsi"], "aux": test["aux"]}, args.infer_batch)
+    floor = conv_floor(info, config, args.steps, args.infer_batch) if args.floor else (None, None)
     keras.mixed_precision.set_dtype_policy("float32")
-    return dict(mode=name, policy=policy, train=train_ps, infer=infer_ps)
+    return dict(mode=name, policy=policy, train=train_ps, infer=infer_ps, floor_train=floor[0], floor_infer=floor[1])
+
+
+def conv_floor(info, config, steps, infer_batch):
+    """The coupled blocks' shared convolutions alone, at the model's shapes (both streams stacked,
+    W1..W4 applied twice per block, bias and ReLU included), forward and backward: no build of the
+    network that computes these convolutions with this backend's kernels trains or infers faster on
+    this machine, whatever it saves elsewhere. Returns (training patches/s, inference patches/s)."""
+    p, f = info["patch_size"], config["filters"]
+    x = y = keras.Input((p, p, f))
+    for k in model.parse_kernel_sizes(config["kernel_sizes"]):
+        for _ in range(8):
+            y = keras.layers.Conv2D(f, k, padding="same", activation="relu")(y)
+    net = keras.Model(x, y)
+    net.compile(optimizer="sgd", loss="mse")
+    rng = np.random.default_rng(0)
+    batch = rng.random((2 * config["batch_size"], p, p, f), dtype=np.float32)  # 2 streams per patch
+    for _ in range(3):  # trace and warm up
+        net.train_on_batch(batch, batch)
+    start = time.perf_counter()
+    for _ in range(steps):
+        net.train_on_batch(batch, batch)
+    train = steps * config["batch_size"] / (time.perf_counter() - start)
+    batch = rng.random((2 * infer_batch, p, p, f), dtype=np.float32)
+    net.predict_on_batch(batch)
+    start = time.perf_counter()
+    for _ in range(3):
+        net.predict_on_batch(batch)
+    return train, 3 * infer_batch / (time.perf_counter() - start)
 
 
 def time_prepare(source):
@@ -103,7 +135,8 @@ def run_one(args):
 def spawn(mode, args):
     """Each mode in its own process, so that no mode inherits another's threads, caches or memory."""
     cmd = [sys.executable, os.path.abspath(__file__), "--one", mode, "--data", args.data, "--steps", str(args.steps),
-           "--infer-patches", str(args.infer_patches), "--infer-batch", str(args.infer_batch)]
+           "--infer-patches", str(args.infer_patches), "--infer-batch", str(args.infer_batch)] + \
+        (["--floor"] if args.floor else [])
     run = subprocess.run(cmd, capture_output=True, text=True)
     lines = [line for line in run.stdout.splitlines() if line.startswith("RESULT ")]
     if run.returncode or not lines:
@@ -120,6 +153,8 @@ def main():
                         "the best is kept (the machine may be shared)")
     parser.add_argument("--infer-patches", type=int, default=4096, help="test patches timed for inference")
     parser.add_argument("--infer-batch", type=int, default=256)
+    parser.add_argument("--floor", action="store_true", help="also time the coupled blocks' convolutions alone "
+                        "in each mode's precision: the ceiling for the network with this backend's convolutions")
     parser.add_argument("--prepare", metavar="SCENE.mat", help="also time DataPrepare.py on this houston2013.mat")
     parser.add_argument("--stand-in", action="store_true", help="label the figures: the data is the synthetic "
                         "Houston 2013 stand-in of ../shared/data/houston2013/make_proxy.py")
@@ -143,13 +178,22 @@ def main():
         for name in modes:
             r = spawn(name, args)
             old = best.get(name, r)
-            best[name] = {**r, "train": max(r["train"], old["train"]), "infer": max(r["infer"], old["infer"]),
-                          "peak_gb": max(r["peak_gb"], old["peak_gb"])}
+            best[name] = {**r, **{k: max(r[k], old[k]) for k in ("train", "infer", "peak_gb")},
+                          **{k: max(r[k], old[k]) for k in ("floor_train", "floor_infer") if r[k]}}
     for name in modes:
         r = best[name]
         print(f"  {name:12s} {r['policy']:15s} train {r['train']:6.1f} patches/s ({64000 / r['train']:5.0f} ms/batch, "
               f"{r['epoch_patches'] / r['train']:5.1f} s/epoch)   infer {r['infer']:6.1f} patches/s "
               f"({r['scene_pixels'] / r['infer'] / 60:5.1f} min per full-scene map)   peak {r['peak_gb']:.2f} GB")
+    if args.floor:
+        print("the coupled blocks' convolutions alone (forward + backward, both streams): the ceiling for any "
+              "build of the network that uses this backend's convolutions on this machine:")
+        for name in modes:
+            r = best[name]
+            print(f"  {name:12s} {r['policy']:15s} train {r['floor_train']:6.1f} patches/s "
+                  f"({64000 / r['floor_train']:5.0f} ms/batch, {r['epoch_patches'] / r['floor_train']:5.1f} s/epoch)   "
+                  f"infer {r['floor_infer']:6.1f} patches/s ({r['scene_pixels'] / r['floor_infer'] / 60:5.1f} min "
+                  f"per full-scene map)")
     base = best.get("plain-fp32", best[modes[0]])
     print(f"relative to {base['mode']}:")
     for name in modes:
