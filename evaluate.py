@@ -179,14 +179,11 @@ def dataset_label(dataset, synthetic, stand_in):
 # -----------------------------------------------------------------------------
 # Inference: classifier only (no reconstruction heads), bounded batches
 
-def predict_labels(clf, hsi, aux):
-    probs = clf.predict_on_batch({"hsi": hsi, "aux": aux})
-    return np.argmax(np.asarray(probs), axis=-1)
-
-
 def predict_group(clf, group, batch_size):
     """Predicted labels 0..C-1 of a patch group, read from the file a batch at a time."""
     from tqdm import tqdm
+
+    from model import predict_labels
     n = len(group["label"])
     out = np.empty(n, np.int32)
     for i in tqdm(range(0, n, batch_size), desc="test patches", unit="batch", leave=False):
@@ -222,6 +219,8 @@ def scene_batches(scene, patch_size, batch_size, band_rows=BAND_ROWS):
 def predict_scene(clf, scene, patch_size, batch_size, band_rows=BAND_ROWS):
     """(H, W) map of predicted labels 1..C for every pixel, labelled or not."""
     from tqdm import tqdm
+
+    from model import predict_labels
     h, w = scene["test_map"].shape
     out = np.zeros((h, w), np.uint8 if clf.output_shape[-1] < 256 else np.int16)
     with tqdm(total=h * w, desc="map", unit="px", unit_scale=True, mininterval=5) as bar:
@@ -242,7 +241,8 @@ def describe(m):
     """The lines that say where a table's numbers come from, shared by headers and titles."""
     epoch = f"epoch {m['selected_epoch']} of {m['epochs_done']}" if m["selected_epoch"] else "epoch unknown"
     return [f"protocol: {m['protocol']}",
-            f"checkpoint: {m['checkpoint']} ({epoch}), precision {m['precision']}",
+            f"checkpoint: {m['checkpoint']} ({epoch}), trained in {m.get('training_precision', '?')}, "
+            f"inferred in {m['precision']}",
             f"data: {m['data']} (sha256 {m['data_sha256'][:16]}...), {m['n_test']} test pixels"]
 
 
@@ -385,6 +385,7 @@ def evaluate_run(run_dir, data=None, select=None, precision=None, batch_size=BAT
         run=run_dir, protocol=PROTOCOLS[select], select=select, run_select=config["select"],
         checkpoint=f"{checkpoint}.keras", epochs_done=state.get("epochs_done"), selected_epoch=epoch,
         epochs_planned=config.get("epochs"), precision=precision,
+        training_precision=config.get("precision", "float32"),
         data=os.path.basename(data), data_path=os.path.abspath(data), data_sha256=digest,
         data_matches_training=None if not trained_on else trained_on == digest,
         n_test=int(len(y_true)),
@@ -511,6 +512,7 @@ def aggregate(runs, args):
         dataset=first["dataset"], dataset_label=first["dataset_label"], synthetic=first["synthetic"],
         protocol=first["protocol"], select=first["select"], n_runs=len(ms), runs=list(runs),
         precision=sorted({m["precision"] for m in ms}),
+        training_precision=sorted({m.get("training_precision", "?") for m in ms}),
         std="sample standard deviation over runs (ddof=1); null for a single run",
         units=first["units"], n_test=first["n_test"],
         data=sorted({m["data"] for m in ms}), data_sha256=sorted({m["data_sha256"] for m in ms}),
@@ -543,7 +545,8 @@ def pm(s, kappa=False):
 def write_aggregate_markdown(path, agg):
     lines = [f"# {agg['dataset_label']}: per-class accuracy over {agg['n_runs']} runs", "",
              f"- protocol: {agg['protocol']}",
-             f"- inference precision: {', '.join(agg['precision'])}",
+             f"- precision: trained in {', '.join(agg['training_precision'])}, "
+             f"inferred in {', '.join(agg['precision'])}",
              f"- runs: {', '.join(f'`{r}`' for r in agg['runs'])}",
              f"- data: {', '.join(agg['data'])}, {agg['n_test']} test pixels",
              "- mean ± sample standard deviation (ddof=1) over runs; accuracies in %, kappa as a fraction", "",

@@ -295,7 +295,8 @@ def test_stand_in_label_and_mixed_precision(trained_run, demo_h5, tmp_path, caps
     m = json.loads((run / "metrics-mixed.json").read_text())  # not the run's own (float32) file
     assert not (run / "metrics.json").exists()
     assert m["stand_in"] and m["dataset_label"].startswith("houston2013 SYNTHETIC STAND-IN")
-    assert m["precision"] == "mixed" and m["data_matches_training"] is False
+    assert m["precision"] == "mixed" and m["training_precision"] == "float32" and m["data_matches_training"] is False
+    assert "trained in float32, inferred in mixed" in (run / "metrics-mixed.md").read_text()
     assert "SYNTHETIC STAND-IN" in (run / "metrics-mixed.md").read_text().splitlines()[0]
     assert "SYNTHETIC STAND-IN" in capsys.readouterr().out
     assert keras.mixed_precision.dtype_policy().name == "float32"  # not left mixed for the process
@@ -361,6 +362,7 @@ def test_aggregate_reports_mean_and_sample_std(trained_run, evaluated, tmp_path,
     assert agg["per_class"][3]["producer_accuracy"]["std"] == pytest.approx(0.02)
     md = (tmp_path / "agg" / "aggregate.md").read_text()
     assert "92.00 ± 2.00" in md and "over 3 runs" in md and "SYNTHETIC" in md and agg["protocol"] in md
+    assert agg["precision"] == ["float32"] and "trained in float32, inferred in float32" in md
     assert "OA 92.00 ± 2.00 %" in capsys.readouterr().out
 
 
