@@ -187,7 +187,8 @@ def predict_group(clf, group, batch_size):
     n = len(group["label"])
     out = np.empty(n, np.int32)
     for i in tqdm(range(0, n, batch_size), desc="test patches", unit="batch", leave=False):
-        out[i:i + batch_size] = predict_labels(clf, group["hsi"][i:i + batch_size], group["aux"][i:i + batch_size])
+        out[i:i + batch_size] = predict_labels(clf, group["hsi"][i:i + batch_size], group["aux"][i:i + batch_size],
+                                               batch_size)
     return out
 
 
@@ -225,7 +226,7 @@ def predict_scene(clf, scene, patch_size, batch_size, band_rows=BAND_ROWS):
     out = np.zeros((h, w), np.uint8 if clf.output_shape[-1] < 256 else np.int16)
     with tqdm(total=h * w, desc="map", unit="px", unit_scale=True, mininterval=5) as bar:
         for rows, cols, hsi, aux in scene_batches(scene, patch_size, batch_size, band_rows):
-            out[rows, cols] = predict_labels(clf, hsi, aux) + 1
+            out[rows, cols] = predict_labels(clf, hsi, aux, batch_size) + 1
             bar.update(len(rows))
     return out
 

@@ -243,7 +243,7 @@ def predict_labels(clf, hsi, aux, batch_size=256):
     """Class indices 0..C-1 of patches, batch_size at a time, from the classifier (or the whole model's
     'class' output). predict_on_batch, not predict(): on 2 CPU cores Keras' predict() on the same
     arrays ran 1.7x slower."""
-    labels = []
+    labels = [np.zeros(0, np.int64)]  # an empty group gives an empty array
     for i in range(0, len(hsi), batch_size):
         probs = clf.predict_on_batch({"hsi": hsi[i:i + batch_size], "aux": aux[i:i + batch_size]})
         labels.append(np.argmax(np.asarray(probs["class"] if isinstance(probs, dict) else probs), axis=-1))

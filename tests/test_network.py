@@ -193,6 +193,7 @@ def test_whole_network_stacked_equals_plain_and_classifier_equals_class_output()
     expected = np.argmax(np.asarray(b["class"]), -1)
     for net in (classifier(stacked), stacked):  # the batch loop of evaluation and the benchmark; 6 = 4 + 2
         np.testing.assert_array_equal(predict_labels(net, x["hsi"], x["aux"], batch_size=4), expected)
+    assert predict_labels(stacked, x["hsi"][:0], x["aux"][:0]).shape == (0,)
 
 
 def test_ablations():
