@@ -599,42 +599,35 @@ def make_demo_scene(seed=0):
 # Writing
 
 def write_h5(out, attrs, padded, splits, maps, ranges, patch_size):
-    """Write everything to out + '.tmp-<pid>' and rename it to `out` at the end, so that a
-    failure never leaves a half-written file under the real name."""
+    """Write everything under a temporary name beside `out` and rename it at the end (replacing),
+    so that a failure never leaves a half-written file under the real name."""
     import h5py
     from tqdm import tqdm
     r = patch_size // 2
-    tmp = f"{out}.tmp-{os.getpid()}"
-    try:
-        with h5py.File(tmp, "w") as f:
-            for k, v in attrs.items():
-                f.attrs[k] = v
-            for split, (coords, labels) in splits.items():
-                g = f.create_group(split)
-                g["label"], g["coord"] = labels, coords
-                per_patch = patch_size * patch_size * sum(p.shape[-1] for p in padded.values()) * 4
-                step = max(1, PATCH_CHUNK_BYTES // per_patch)
-                datasets = {m: g.create_dataset(m, (len(coords), patch_size, patch_size, p.shape[-1]), np.float32)
-                            for m, p in padded.items()}
-                with tqdm(total=len(coords), desc=f"cutting {split}", unit="patch", leave=False) as bar:
-                    for i in range(0, len(coords), step):
-                        for m, p in padded.items():
-                            datasets[m][i:i + step] = cut_patches(p, coords[i:i + step], patch_size)
-                        bar.update(len(coords[i:i + step]))
-            g = f.create_group("scene")
-            for m, p in padded.items():
-                h, w, c = p.shape[0] - 2 * r, p.shape[1] - 2 * r, p.shape[2]
-                ds = g.create_dataset(m, (h, w, c), np.float32, chunks=(min(h, 16), min(w, 128), c))
-                ds.attrs["raw_min"], ds.attrs["raw_max"] = ranges[m]
-                for i in range(0, h, 64):  # row blocks: no full-size contiguous copy
-                    ds[i:i + 64] = p[r + i:r + min(i + 64, h), r:r + w]
-            for name, m in maps.items():
-                g[name] = m
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with replacing(out) as tmp, h5py.File(tmp, "w") as f:
+        for k, v in attrs.items():
+            f.attrs[k] = v
+        for split, (coords, labels) in splits.items():
+            g = f.create_group(split)
+            g["label"], g["coord"] = labels, coords
+            per_patch = patch_size * patch_size * sum(p.shape[-1] for p in padded.values()) * 4
+            step = max(1, PATCH_CHUNK_BYTES // per_patch)
+            datasets = {m: g.create_dataset(m, (len(coords), patch_size, patch_size, p.shape[-1]), np.float32)
+                        for m, p in padded.items()}
+            with tqdm(total=len(coords), desc=f"cutting {split}", unit="patch", leave=False) as bar:
+                for i in range(0, len(coords), step):
+                    for m, p in padded.items():
+                        datasets[m][i:i + step] = cut_patches(p, coords[i:i + step], patch_size)
+                    bar.update(len(coords[i:i + step]))
+        g = f.create_group("scene")
+        for m, p in padded.items():
+            h, w, c = p.shape[0] - 2 * r, p.shape[1] - 2 * r, p.shape[2]
+            ds = g.create_dataset(m, (h, w, c), np.float32, chunks=(min(h, 16), min(w, 128), c))
+            ds.attrs["raw_min"], ds.attrs["raw_max"] = ranges[m]
+            for i in range(0, h, 64):  # row blocks: no full-size contiguous copy
+                ds[i:i + 64] = p[r + i:r + min(i + 64, h), r:r + w]
+        for name, m in maps.items():
+            g[name] = m
 
 
 def print_summary(dataset, layout, shape, bands, aux_name, class_names, splits, out, seconds):
