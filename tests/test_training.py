@@ -67,22 +67,20 @@ def test_learning_rate_is_constant_then_decays_exponentially():
 
 
 # ----------------------------------------------------------------------------- errors
+REFUSED_OVERRIDES = [
+    (["--epoch", "5"], "unrecognized arguments: --epoch 5"),
+    (["--epochs", "five"], "argument --epochs: invalid int value: 'five'"),
+    (["--coupled", "maybe"], "expected true or false"),
+    (["--kernel_sizes", "3,4"], "kernel_sizes must be odd integers separated by commas, got '3,4'"),
+    (["--resume", "runs/x", "--lr", "1e-3"], "only --epochs may change, not --lr"),
+]
+
+
 def test_unknown_override_and_wrong_type_are_refused(capsys):
-    with pytest.raises(SystemExit):
-        model.parse_config(["--epoch", "5"])
-    assert "unrecognized arguments: --epoch 5" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        model.parse_config(["--epochs", "five"])
-    assert "argument --epochs: invalid int value: 'five'" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        model.parse_config(["--coupled", "maybe"])
-    assert "expected true or false" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        model.parse_config(["--kernel_sizes", "3,4"])
-    assert "kernel_sizes must be odd integers separated by commas, got '3,4'" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        model.parse_config(["--resume", "runs/x", "--lr", "1e-3"])
-    assert "only --epochs may change, not --lr" in capsys.readouterr().err
+    for argv, message in REFUSED_OVERRIDES:
+        with pytest.raises(SystemExit):
+            model.parse_config(argv)
+        assert message in capsys.readouterr().err
     config = model.parse_config(["--epochs", "7", "--batch-size", "32", "--coupled", "false", "--lr", "1e-3"])
     assert (config["epochs"], config["batch_size"], config["coupled"], config["lr"]) == (7, 32, False, 1e-3)
 
