@@ -22,11 +22,11 @@ import subprocess
 import sys
 import time
 
-import h5py
 import keras
 import numpy as np
 
 import model
+from patchfile import PatchFile
 
 MODES = {"plain-fp32": (False, "float32"), "fast-fp32": (True, "float32"),
          "plain-mixed": (False, "mixed"), "fast-mixed": (True, "mixed")}
@@ -124,12 +124,11 @@ def time_prepare(source):
 
 def run_one(args):
     """One mode in this (fresh) process; prints its figures as JSON for the parent."""
-    info, data = model.read_patch_file(args.data, ["train", "test"])
-    test = {k: v[:args.infer_patches] for k, v in data["test"].items()}
-    result = bench_mode(args.one, info, data["train"], test, args)
-    with h5py.File(args.data, "r") as f:
-        pixels = int(np.prod(f["scene/hsi"].shape[:2])) if "scene/hsi" in f else 0
-    print("RESULT " + json.dumps({**result, "peak_gb": peak_gb(), "epoch_patches": 4 * len(data["train"]["label"]),
+    with PatchFile(args.data) as pf:
+        info, train, test = pf.info(), pf.load("train"), pf.load("test", stop=args.infer_patches)
+        pixels = pf.shape[0] * pf.shape[1]
+    result = bench_mode(args.one, info, train, test, args)
+    print("RESULT " + json.dumps({**result, "peak_gb": peak_gb(), "epoch_patches": 4 * len(train["label"]),
                                   "scene_pixels": pixels}), flush=True)
 
 
@@ -168,7 +167,8 @@ def main():
         time_prepare(args.prepare)
     if not args.data:
         return
-    info, _ = model.read_patch_file(args.data, [])
+    with PatchFile(args.data) as pf:
+        info = pf.info()
     label = " (synthetic demo)" if info["synthetic"] else " (synthetic stand-in)" if args.stand_in else ""
     print(f"{args.data}: {info['dataset']}{label}, {info['hsi_bands']} + {info['aux_bands']} bands, "
           f"{info['num_classes']} classes, patch {info['patch_size']}; batch 64, {args.steps} timed steps; "

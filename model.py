@@ -43,14 +43,14 @@ import os  # noqa: E402
 import shutil  # noqa: E402
 import sys  # noqa: E402
 
-import h5py  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import layers  # noqa: E402
 
-from DataPrepare import replacing, sha256, write_json  # noqa: E402
+from fileio import replacing, sha256, write_json  # noqa: E402
 from layers import KERNEL_INIT, CoupledSelfLoopingBlock, CrossModalDecoder, SpectralStem  # noqa: E402
 from losses import BatchRMSE  # noqa: E402
+from patchfile import PatchFile, PatchFileError  # noqa: E402
 
 PROTOCOLS = {
     "last": "last epoch (no checkpoint selection)",
@@ -150,52 +150,8 @@ def load_classifier(run_dir, checkpoint="selected", precision="float32"):
     return classifier(net)
 
 
-# ----------------------------------------------------------------------------- the patch file
-class DataFileError(ValueError):
-    """The patch file is not one DataPrepare.py wrote, or lacks what this run needs."""
-
-
-REQUIRED_ATTRS = ("dataset", "class_names", "patch_size")
-GROUP_KEYS = ("hsi", "aux", "label")
-
-
-def read_patch_file(path, groups):
-    """Shapes and class names of a DataPrepare.py file, and the named groups loaded into memory."""
-    if not os.path.isfile(path):
-        raise DataFileError(f"{path}: no such file (make it with DataPrepare.py)")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as e:
-        raise DataFileError(f"{path}: not an HDF5 file ({e}); make it with DataPrepare.py") from None
-    with f:
-        missing = [a for a in REQUIRED_ATTRS if a not in f.attrs]
-        if missing:
-            raise DataFileError(f"{path}: attributes {missing} missing: not a patch file written by DataPrepare.py "
-                                f"(it has attributes {sorted(f.attrs)})")
-        loaded = {g: load_group(f, path, g) for g in groups}
-        train = patch_group(f, path, "train")
-        info = dict(dataset=str(f.attrs["dataset"]), class_names=[str(c) for c in f.attrs["class_names"]],
-                    patch_size=int(f.attrs["patch_size"]), hsi_bands=int(train["hsi"].shape[-1]),
-                    aux_bands=int(train["aux"].shape[-1]), synthetic=bool(f.attrs.get("synthetic", False)),
-                    groups=sorted(f.keys()))
-    info["num_classes"] = len(info["class_names"])
-    return info, loaded
-
-
-def patch_group(f, path, group):
-    if group not in f:
-        raise DataFileError(f"{path}: group '{group}' missing (it has {sorted(f.keys())})"
-                            + (": carve one with DataPrepare.py --val-fraction 0.1" if group == "val" else
-                               ": not a complete patch file written by DataPrepare.py"))
-    missing = [k for k in GROUP_KEYS if k not in f[group]]
-    if missing:
-        raise DataFileError(f"{path}: group '{group}' lacks {missing} (it has {sorted(f[group].keys())})")
-    return f[group]
-
-
-def load_group(f, path, group):
-    g = patch_group(f, path, group)
-    return {k: g[k][()] for k in GROUP_KEYS}
+class RunError(ValueError):
+    """A run directory that cannot be continued."""
 
 
 # ----------------------------------------------------------------------------- input pipeline
@@ -250,20 +206,34 @@ def predict_labels(clf, hsi, aux, batch_size=256):
     return np.concatenate(labels)
 
 
+def predict_split(clf, pf, split, batch_size=256, progress=None):
+    """Class indices 0..C-1 of every pixel of a split of an open PatchFile, its patches read (or, for
+    the test split, cut from the scene) a batch at a time; progress: a tqdm-like bar, or None."""
+    out = np.zeros(len(pf.labels(split)), np.int32)
+    for idx, x in pf.batches(split, batch_size):
+        out[idx] = predict_labels(clf, x["hsi"], x["aux"], batch_size)
+        if progress is not None:
+            progress.update(len(idx))
+    return out
+
+
 # ----------------------------------------------------------------------------- callbacks
 class HeldOutAccuracy(keras.callbacks.Callback):
-    """After each epoch, the classifier's accuracy on a held-out group, logged as '<name>_accuracy'."""
+    """After each epoch, the classifier's accuracy on a held-out split of the patch file (val, or test
+    for the authors' protocol), logged as '<split>_accuracy'. Test patches are cut from the scene a
+    batch at a time, so memory does not grow with the test set."""
 
-    def __init__(self, name, group, batch_size=256):
+    def __init__(self, path, split, batch_size=256):
         super().__init__()
-        self.name, self.group, self.batch_size = name, group, batch_size
+        self.path, self.split, self.batch_size = path, split, batch_size
 
     def on_train_begin(self, logs=None):
         self.classifier = classifier(self.model)  # built once: shares the model's weights
 
     def on_epoch_end(self, epoch, logs=None):
-        labels = predict_labels(self.classifier, self.group["hsi"], self.group["aux"], self.batch_size)
-        logs[f"{self.name}_accuracy"] = float(np.mean(labels == self.group["label"]))
+        with PatchFile(self.path) as pf:
+            labels = predict_split(self.classifier, pf, self.split, self.batch_size)
+            logs[f"{self.split}_accuracy"] = float(np.mean(labels == pf.labels(self.split)))
 
 
 class RunState(keras.callbacks.Callback):
@@ -372,7 +342,8 @@ def compile_model(net, config):
 
 
 def new_run(config, argv):
-    info, _ = read_patch_file(config["data"], [])
+    with PatchFile(config["data"]) as pf:
+        info = pf.info()
     run_dir = config["out"] or os.path.join(
         "runs", f"{info['dataset']}-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}")
     os.makedirs(run_dir, exist_ok=True)
@@ -391,7 +362,7 @@ def resume_run(run_dir, epochs=None):
         config = {**json.load(f), "out": run_dir}  # the directory as named now, wherever we run from
     state_path = os.path.join(run_dir, "state.json")
     if not os.path.exists(state_path) or not os.path.exists(os.path.join(run_dir, "final.keras")):
-        raise DataFileError(f"{run_dir}: no state.json / final.keras yet: nothing to resume, start it again")
+        raise RunError(f"{run_dir}: no state.json / final.keras yet: nothing to resume, start it again")
     with open(state_path) as f:
         state = json.load(f)
     if epochs is not None:
@@ -413,8 +384,11 @@ def truncate_history(path, rows):
 def train(config, state, net=None):
     run_dir = config["out"]
     held_out = {"val": "val", "authors": "test"}.get(config["select"])
-    info, data = read_patch_file(config["data"], ["train"] + ([held_out] if held_out else []))
-    print(f"{info['dataset']}{' (synthetic)' if info['synthetic'] else ''}: {len(data['train']['label'])} training "
+    with PatchFile(config["data"]) as pf:
+        info, data = pf.info(), pf.load("train")
+        if held_out:
+            pf.group(held_out)  # fail now, not after the first epoch
+    print(f"{info['dataset']}{' (synthetic)' if info['synthetic'] else ''}: {len(data['label'])} training "
           f"patches x 4 rotations, {info['hsi_bands']} + {info['aux_bands']} bands, {info['num_classes']} classes; "
           f"checkpoint: {PROTOCOLS[config['select']]}")
     make_deterministic(config["seed"] + state["epochs_done"])
@@ -425,11 +399,11 @@ def train(config, state, net=None):
         else:
             net = build_model(**config["architecture"])
             compile_model(net, config)
-    batches = RotatedPatches(data["train"], config["batch_size"], config["seed"], epoch=state["epochs_done"],
+    batches = RotatedPatches(data, config["batch_size"], config["seed"], epoch=state["epochs_done"],
                              reconstruction=config["reconstruction"])
     callbacks = [keras.callbacks.LearningRateScheduler(lambda e: lr_at(e, config))]
     if held_out:
-        callbacks.append(HeldOutAccuracy(held_out, data[held_out]))
+        callbacks.append(HeldOutAccuracy(config["data"], held_out))
     callbacks.append(RunState(run_dir, state, f"{held_out}_accuracy" if held_out else None))
     if keras.backend.backend() == "tensorflow":
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard")))
@@ -489,7 +463,7 @@ def main(argv=None):
         else:
             config, state = new_run(config, argv)
         train(config, state)
-    except DataFileError as e:
+    except (PatchFileError, RunError) as e:
         sys.exit(f"model.py: error: {e}")
 
 

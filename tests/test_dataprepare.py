@@ -1,5 +1,7 @@
-"""Tests of DataPrepare.py: the presets on the real Houston 2013 maps, the patch cutting against a
-per-pixel reference, the readers, the HDF5 layout, and one test per bad input."""
+"""Tests of DataPrepare.py: the presets on the real Houston 2013 maps, every public layout on small
+files written with the real keys, dtypes, struct shapes and index conventions, the splits drawn from
+one ground truth, the readers, the file written, and one test per bad input. (The cutting itself is
+tested in test_patchfile.py.)"""
 import json
 import os
 import re
@@ -12,6 +14,7 @@ import scipy.io as sio
 import tifffile
 
 import DataPrepare as dp
+import patchfile
 from conftest import HOUSTON_TEST_COUNTS, HOUSTON_TRAIN_COUNTS
 
 H, W = 349, 1905  # Houston 2013
@@ -43,7 +46,7 @@ def assert_houston_counts(out):
     with h5py.File(out, "r") as f:
         assert np.bincount(f["train/label"][()], minlength=15).tolist() == HOUSTON_TRAIN_COUNTS
         assert np.bincount(f["test/label"][()], minlength=15).tolist() == HOUSTON_TEST_COUNTS
-        assert f["train/hsi"].shape[:3] == (2832, 11, 11) and f["test/hsi"].shape[:3] == (12197, 11, 11)
+        assert f["train/hsi"].shape[:3] == (2832, 11, 11) and f["test/coord"].shape == (12197, 2)
         # every patch's label is its centre pixel's class in the map
         for split in ("train", "test"):
             rows, cols = f[f"{split}/coord"][()].T
@@ -160,44 +163,6 @@ def test_hsi_sar_layout_stacks_the_dsm(tmp_path):
 
 
 # -----------------------------------------------------------------------------
-# patch cutting
-
-def reference_patches(scene, coords, p):
-    """The authors' way, pixel by pixel: zero outside the scene."""
-    r = p // 2
-    out = np.zeros((len(coords), p, p, scene.shape[2]), np.float32)
-    for n, (row, col) in enumerate(coords):
-        for i in range(p):
-            for j in range(p):
-                y, x = row + i - r, col + j - r
-                if 0 <= y < scene.shape[0] and 0 <= x < scene.shape[1]:
-                    out[n, i, j] = scene[y, x]
-    return out
-
-
-@pytest.mark.parametrize("p", [1, 3, 5, 11])
-def test_cut_patches_equals_per_pixel_reference(p):
-    scene = small_cube((7, 9, 3))
-    coords = np.argwhere(np.ones((7, 9)))  # every pixel: corners and borders included
-    patches = dp.cut_patches(dp.pad_scene(scene, p), coords, p)
-    assert patches.shape == (63, p, p, 3) and patches.dtype == np.float32
-    assert np.array_equal(patches, reference_patches(scene, coords, p))
-    # any subset in any order, as evaluate.py cuts row chunks
-    subset = np.random.default_rng(0).permutation(coords)[:10]
-    assert np.array_equal(dp.cut_patches(dp.pad_scene(scene, p), subset, p), reference_patches(scene, subset, p))
-
-
-def test_cut_patches_corner_and_bounds():
-    scene = small_cube((7, 9, 2))
-    patch = dp.cut_patches(dp.pad_scene(scene, 5), [[0, 8]], 5)[0]  # top-right corner
-    assert np.array_equal(patch[2, 2], scene[0, 8])
-    assert not patch[:2].any() and not patch[:, 3:].any()  # outside the scene: zeros
-    assert np.array_equal(patch[2:, :3], scene[:3, 6:])
-    with pytest.raises(ValueError, match="outside"):
-        dp.cut_patches(dp.pad_scene(scene, 5), [[-1, 0]], 5)
-
-
-# -----------------------------------------------------------------------------
 # readers
 
 def test_matlab_v73_is_read_in_matlab_orientation(tmp_path):
@@ -258,9 +223,9 @@ def test_hdf5_layout_attributes_and_dtypes(tmp_path):
     assert a["palette"].shape == (6, 3) and a["palette"].dtype.kind == "i"
     assert a["normalisation"].startswith("min-max per band")
     assert json.loads(a["sources"]) == {} and a["command"].startswith("python DataPrepare.py --dataset demo")
-    for split, n in (("train", 150), ("test", int((demo["test"] > 0).sum()))):
-        assert data[f"{split}/hsi"].shape == (n, 11, 11, 32) and data[f"{split}/hsi"].dtype == np.float32
-        assert data[f"{split}/aux"].shape == (n, 11, 11, 1) and data[f"{split}/aux"].dtype == np.float32
+    assert data["train/hsi"].shape == (150, 11, 11, 32) and data["train/hsi"].dtype == np.float32
+    assert data["train/aux"].shape == (150, 11, 11, 1) and data["train/aux"].dtype == np.float32
+    for split in ("train", "test"):
         assert data[f"{split}/label"].dtype == np.int32 and data[f"{split}/coord"].dtype == np.int32
         assert data[f"{split}/label"].min() == 0 and data[f"{split}/label"].max() == 5
     assert "val" not in {k.split("/")[0] for k in data}
@@ -268,9 +233,11 @@ def test_hdf5_layout_attributes_and_dtypes(tmp_path):
     assert scene.shape == (64, 96, 32) and scene.dtype == np.float32
     assert np.array_equal(scene.min((0, 1)), np.zeros(32)) and np.array_equal(scene.max((0, 1)), np.ones(32))
     # patches are the normalised scene around their coordinate, unrotated
-    rows, cols = data["test/coord"].T
-    assert np.array_equal(data["test/hsi"][:, 5, 5], scene[rows, cols])
-    assert np.array_equal(data["test/aux"], dp.cut_patches(dp.pad_scene(data["scene/aux"], 11), data["test/coord"], 11))
+    rows, cols = data["train/coord"].T
+    assert np.array_equal(data["train/hsi"][:, 5, 5], scene[rows, cols])
+    assert np.array_equal(data["train/aux"], patchfile.cut_patches(data["scene/aux"], data["train/coord"], 11))
+    assert "test/hsi" not in data and data["test/coord"].shape == (4400, 2)  # cut when read
+    assert np.array_equal(data["scene/test_map"], demo["test"]) and np.array_equal(data["scene/train_map"], demo["train"])
     with h5py.File(out, "r") as f:
         assert f["scene/hsi"].chunks is not None and f["train/hsi"].compression is None
 
@@ -306,7 +273,7 @@ def test_failed_write_leaves_nothing_behind(tmp_path, monkeypatch):
     def broken(*args):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(dp, "cut_patches", broken)
+    monkeypatch.setattr(patchfile, "cut_patches", broken)
     with pytest.raises(RuntimeError, match="disk full"):
         dp.prepare("demo", str(out))
     assert out.read_bytes() == b"an older file"  # the old file is untouched
@@ -334,11 +301,13 @@ def test_help_documents_every_flag(capsys):
     assert e.value.code == 0
     text = capsys.readouterr().out
     for flag in ("--dataset", "--source", "--out", "--patch-size", "--val-fraction", "--seed", "--hsi",
-                 "--aux", "--train", "--test", "--class-names", "--aux-name"):
+                 "--aux", "--train", "--test", "--gt", "--class-names", "--aux-name", "--normalise",
+                 "--train-per-class", "--train-fraction", "--keep-all-channels"):
         assert flag in text
     for name in dp.PRESETS:
         assert name in text
     assert "2013_IEEE_GRSS_DF_Contest_CASI.tif" in text and "data_HS_LR.mat" in text
+    assert "houston_index.mat" in text and "muufl_gulfport_campus_1_hsi_220_label.mat" in text and "allgrd.mat" in text
 
 
 # -----------------------------------------------------------------------------
@@ -384,9 +353,16 @@ def test_bad_label_map_not_integer(tmp_path):
 
 def test_bad_label_map_negative(tmp_path):
     train = np.zeros((20, 30), np.int16)
-    train[0, 0], train[1, 1] = -1, 1
-    with pytest.raises(dp.DataError, match=r"train\.npy shape \(20, 30\): negative labels \(-1\)"):
+    train[0, 0], train[1, 1] = -2, 1
+    with pytest.raises(dp.DataError, match=r"train\.npy shape \(20, 30\): negative labels \(-2\)"):
         run_custom(tmp_path, train=train)
+
+
+def test_minus_one_is_unlabelled(tmp_path):
+    train = np.full((20, 30), -1, np.int16)  # as MUUFL stores its labels
+    train[2:5, 2:5], train[10:12, 10:14], train[15, 20] = 1, 2, 3
+    _, counts = run_custom(tmp_path, train=train)
+    assert counts["train"].tolist() == [9, 8, 1]
 
 
 def test_bad_overlap(tmp_path):

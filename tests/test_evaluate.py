@@ -1,5 +1,6 @@
-"""Tests of evaluate.py: every figure against an independent computation, the full-scene map against
-the stored test patches, the honest labelling of protocols and synthetic data, and the errors.
+"""Tests of evaluate.py: every figure against an independent computation, the test predictions and
+the full-scene map against patches cut directly, the leakage report, McNemar's test, the honest
+labelling of protocols, normalisation and synthetic data, and the errors.
 
 The runs are tiny networks (8 filters) trained for a few epochs on DataPrepare's synthetic demo
 scene (64 x 96 pixels), so that predictions are not constant. Making that run takes about 20 s, so
@@ -8,7 +9,6 @@ import csv
 import json
 import os
 import shutil
-import tracemalloc
 
 import h5py
 import numpy as np
@@ -17,6 +17,9 @@ from sklearn.metrics import cohen_kappa_score
 
 import DataPrepare
 import evaluate
+import fileio
+from patchfile import PatchFile
+from test_patchfile import reference_patches
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -37,8 +40,8 @@ def trained_run(demo_h5, tmp_path_factory):
     import keras
     import model
     keras.utils.set_random_seed(0)
-    with h5py.File(demo_h5, "r") as f:
-        train = {k: f["train"][k][()] for k in ("hsi", "aux", "label")}
+    with PatchFile(demo_h5) as pf:
+        train = pf.load("train")
     arch = dict(hsi_bands=train["hsi"].shape[-1], aux_bands=train["aux"].shape[-1], num_classes=6,
                 patch_size=11, filters=8, fusion_units=8)
     net = model.build_model(**arch)
@@ -56,7 +59,7 @@ def trained_run(demo_h5, tmp_path_factory):
 def write_config(run, data, select, arch, epochs=10):
     import model
     config = dict(data=str(data), select=select, protocol=model.PROTOCOLS[select], architecture=arch,
-                  precision="float32", epochs=epochs, dataset="demo", data_sha256=DataPrepare.sha256(str(data)))
+                  precision="float32", epochs=epochs, dataset="demo", data_sha256=fileio.sha256(str(data)))
     (run / "config.json").write_text(json.dumps(config))
     (run / "state.json").write_text(json.dumps(dict(epochs_done=epochs, select=select, selected_epoch=epochs)))
 
@@ -145,71 +148,48 @@ def test_metrics_match_direct_counting():
 def test_metrics_of_a_single_class_do_not_crash():
     m = evaluate.accuracy_metrics(np.zeros(10, int), np.zeros(10, int), 3)
     assert m["OA"] == 1 and m["AA"] == 1 and np.isnan(m["kappa_var"])
-    assert json.loads(json.dumps(DataPrepare.jsonable(m)))["kappa_var"] is None
+    assert json.loads(json.dumps(fileio.jsonable(m)))["kappa_var"] is None
 
 
 def test_result_files_appear_whole_or_not_at_all(tmp_path):
     path = tmp_path / "metrics.json"
-    DataPrepare.write_json(str(path), {"OA": np.float64(0.5), "kappa_var": float("nan"), "n": np.int64(3)})
+    fileio.write_json(str(path), {"OA": np.float64(0.5), "kappa_var": float("nan"), "n": np.int64(3)})
     assert json.loads(path.read_text()) == {"OA": 0.5, "kappa_var": None, "n": 3}
     with pytest.raises(TypeError):  # fails half-way through json.dump: the old file stays as it was
-        DataPrepare.write_json(str(path), {"OA": 0.9, "bad": object()})
+        fileio.write_json(str(path), {"OA": 0.9, "bad": object()})
     assert json.loads(path.read_text())["OA"] == 0.5
     assert sorted(os.listdir(tmp_path)) == ["metrics.json"]  # no temporary file left behind
-    with DataPrepare.replacing(str(tmp_path / "map.npy")) as tmp:
+    with fileio.replacing(str(tmp_path / "map.npy")) as tmp:
         assert tmp.endswith(".npy") and os.path.dirname(tmp) == str(tmp_path)  # np.save keeps the name
         np.save(tmp, np.arange(3))
     np.testing.assert_array_equal(np.load(tmp_path / "map.npy"), np.arange(3))
 
 
 # -----------------------------------------------------------------------------
-# The full scene, cut on the fly
-
-def test_scene_batches_equal_patches_of_the_whole_padded_scene(demo_h5):
-    with h5py.File(demo_h5, "r") as f:
-        scene = f["scene"]
-        h, w = scene["test_map"].shape
-        every = np.argwhere(np.ones((h, w), bool))
-        for m in ("hsi", "aux"):
-            want = DataPrepare.cut_patches(DataPrepare.pad_scene(scene[m][()], 11), every, 11)
-            # 5-row bands and 97-patch batches: batches straddle rows, bands meet mid-patch
-            got = list(evaluate.scene_batches(scene, 11, 97, band_rows=5))
-            assert all(len(b[0]) <= 97 for b in got)
-            np.testing.assert_array_equal(np.concatenate([b[0] for b in got]), every[:, 0])
-            np.testing.assert_array_equal(np.concatenate([b[1] for b in got]), every[:, 1])
-            np.testing.assert_array_equal(np.concatenate([b[2 if m == "hsi" else 3] for b in got]), want)
-
-
-def test_scene_batches_memory_does_not_grow_with_the_scene(demo_h5):
-    with h5py.File(demo_h5, "r") as f:
-        scene = f["scene"]
-        h, w, b = scene["hsi"].shape
-        whole_patch_set = h * w * 11 * 11 * (b + 1) * 4  # 98 MB for the demo scene
-        tracemalloc.start()
-        for _ in evaluate.scene_batches(scene, 11, 256, band_rows=4):
-            pass
-        peak = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
-    one_batch = 256 * 11 * 11 * (b + 1) * 4  # 4 MB
-    assert peak < 3 * one_batch < whole_patch_set / 5
-
+# The test split and the full scene, cut on the fly
 
 @pytest.mark.slow  # uses the trained run (~20 s to make once)
-def test_map_agrees_with_the_stored_test_patches_pixel_for_pixel(trained_run, evaluated, demo_h5):
+def test_predictions_through_the_file_equal_those_on_patches_cut_directly(trained_run, evaluated, demo_h5):
+    """The test set's predictions, made from patches cut from the stored scene in bounded batches,
+    are identical to the network's predictions on patches cut pixel by pixel from the whole scene;
+    so are the map's at the test pixels."""
     import model
     metrics, _ = evaluated
-    labels = np.load(trained_run / "map.npy")
     clf = model.load_classifier(str(trained_run), "final")
     with h5py.File(demo_h5, "r") as f:
-        test = {k: f["test"][k][()] for k in ("hsi", "aux", "label", "coord")}
-        assert labels.shape == f["scene"]["test_map"].shape
-    pred = np.argmax(clf.predict({"hsi": test["hsi"], "aux": test["aux"]}, batch_size=4400, verbose=0), -1)
+        scene = {m: f["scene"][m][()] for m in ("hsi", "aux")}
+        coords, labels = f["test/coord"][()], f["test/label"][()]
+    direct = {m: reference_patches(scene[m], coords, 11) for m in scene}
+    pred = np.argmax(clf.predict(direct, batch_size=4400, verbose=0), -1)
     assert len(np.unique(pred)) > 1, "the fixture's network predicts one class: the test would be weak"
-    np.testing.assert_array_equal(labels[test["coord"][:, 0], test["coord"][:, 1]], pred + 1)
-    assert labels.min() >= 1 and labels.max() <= 6  # every pixel classified, labelled or not
-    assert metrics["OA"] == pytest.approx(np.mean(pred == test["label"]), rel=1e-12)
+    np.testing.assert_array_equal(np.load(trained_run / "predictions.npy"), pred + 1)
+    labels_map = np.load(trained_run / "map.npy")
+    np.testing.assert_array_equal(labels_map[coords[:, 0], coords[:, 1]], pred + 1)
+    assert labels_map.shape == scene["hsi"].shape[:2] and labels_map.min() >= 1 and labels_map.max() <= 6
+    assert metrics["OA"] == pytest.approx(np.mean(pred == labels), rel=1e-12)
     assert metrics["map"]["accuracy_test_pixels"] == metrics["OA"] and metrics["map"]["agrees_with_OA"]
     assert metrics["map"]["test_pixels_agreeing_with_patch_predictions"] == 4400
+    assert metrics["test_pixels_per_second"] > 0 and metrics["peak_rss_mb"] > 0
 
 
 # -----------------------------------------------------------------------------
@@ -219,10 +199,12 @@ def test_map_agrees_with_the_stored_test_patches_pixel_for_pixel(trained_run, ev
 def test_metrics_json_says_what_made_the_numbers(evaluated, trained_run, demo_h5):
     m, printed = evaluated
     for key in ("OA", "AA", "kappa", "kappa_var", "per_class", "confusion_matrix", "protocol", "data",
-                "data_sha256", "checkpoint", "epochs_done", "selected_epoch", "run", "n_test", "evaluated_at"):
+                "data_sha256", "checkpoint", "epochs_done", "selected_epoch", "run", "n_test", "evaluated_at",
+                "normalisation", "leakage", "leak_free", "predictions", "test_pixels_sha256"):
         assert key in m, key
     assert m["protocol"] == "last epoch (no checkpoint selection)" and m["checkpoint"] == "final.keras"
-    assert m["data"] == "demo.h5" and m["data_sha256"] == DataPrepare.sha256(str(demo_h5))
+    assert m["data"] == "demo.h5" and m["data_sha256"] == fileio.sha256(str(demo_h5))
+    assert m["normalisation"].startswith("min-max per band over the whole scene") and m["normalisation"] in printed
     assert m["n_test"] == 4400 == np.sum(m["confusion_matrix"])
     assert [c["name"] for c in m["per_class"]] == ["Grass", "Trees", "Bare soil", "Road", "Roof", "Water"]
     assert m["synthetic"] and "SYNTHETIC" in m["dataset_label"]
@@ -239,13 +221,18 @@ def test_markdown_table_is_laid_out_like_the_paper(evaluated, trained_run):
     m, _ = evaluated
     md = (trained_run / "metrics.md").read_text()
     assert "SYNTHETIC" in md.splitlines()[0] and m["protocol"] in md
-    rows = [line for line in md.splitlines() if line.startswith("| ")]
+    per_class, leakage = md.split("## Accuracy by distance")
+    rows = [line for line in per_class.splitlines() if line.startswith("| ")]
     assert rows[0].startswith("| No. | Class | Train | Test | Accuracy (%)")
     assert rows[1] == f"| 1 | Grass | 20 | {m['per_class'][0]['test']} | " \
                       f"{100 * m['per_class'][0]['producer_accuracy']:.2f} | " \
                       f"{100 * m['per_class'][0]['user_accuracy']:.2f} |"
     assert f"**{100 * m['OA']:.2f}**" in rows[-3] and "OA" in rows[-3]
     assert f"**{100 * m['AA']:.2f}**" in rows[-2] and f"**{m['kappa']:.4f}**" in rows[-1]
+    bins = [line for line in leakage.splitlines() if line.startswith("| ")][1:]
+    assert bins[0] == f"| 1-5 | inside the patch | {m['leakage']['bins'][0]['n']} | " \
+                      f"{100 * m['leakage']['bins'][0]['n'] / m['n_test']:.2f} | " \
+                      f"{100 * m['leakage']['bins'][0]['OA']:.2f} | {100 * m['leakage']['bins'][0]['AA']:.2f} |"
 
 
 @pytest.mark.slow  # uses the trained run (~20 s to make once)
@@ -255,7 +242,7 @@ def test_confusion_csv_and_pictures(evaluated, trained_run):
         rows = list(csv.reader(f))
     assert rows[0][1:] == m["class_names"] and [r[0] for r in rows[1:]] == m["class_names"]
     assert [[int(v) for v in r[1:]] for r in rows[1:]] == m["confusion_matrix"]
-    for name in ("confusion_matrix.png", "map.png", "ground_truth_train.png", "ground_truth_test.png"):
+    for name in ("confusion_matrix.png", "map.png", "ground_truth_train.png", "ground_truth_test.png", "leakage.png"):
         with open(trained_run / name, "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n", name
 
@@ -323,8 +310,8 @@ def test_errors_are_one_clear_message(trained_run, demo_h5, tmp_path):
         shutil.copyfile(demo_h5, path)
         with h5py.File(path, "r+") as f:
             del f[group]
-    assert "group 'test'" in error(["--run", str(trained_run), "--data", str(no_test)])
-    assert "group 'scene'" in error(["--run", str(trained_run), "--data", str(no_scene), "--map"])
+    assert "group 'test' missing" in error(["--run", str(trained_run), "--data", str(no_test)])
+    assert "group 'scene' missing" in error(["--run", str(trained_run), "--data", str(no_scene)])
     assert "no such data file" in error(["--run", str(trained_run), "--data", str(tmp_path / "none.h5")])
 
     run = copy_run(trained_run, tmp_path / "seven")
@@ -380,3 +367,102 @@ def test_aggregate_evaluates_runs_without_metrics(trained_run, evaluated, tmp_pa
     agg = json.loads((trained_run.parent / "aggregate.json").read_text())
     assert (fresh / "metrics.json").exists()
     assert agg["OA"]["values"][0] == agg["OA"]["values"][1] and agg["OA"]["std"] == 0
+
+
+# -----------------------------------------------------------------------------
+# Leakage: accuracy by distance to the nearest training pixel
+
+def test_leakage_bins_against_a_brute_force_count():
+    rng = np.random.default_rng(5)
+    shape, c, p = (40, 50), 4, 5  # r = 2: bins 1-2, 3-4, 5-8, 9-20, > 20
+    labelled = np.argwhere(rng.random(shape) < 0.25)
+    corner = np.flatnonzero((labelled < 12).all(1))  # training pixels in one corner: every bin has pixels
+    is_train = np.zeros(len(labelled), bool)
+    is_train[rng.choice(corner, 12, replace=False)] = True
+    train, test = labelled[is_train], labelled[~is_train]
+    y_true = rng.integers(0, c, len(test))
+    y_pred = np.where(rng.random(len(test)) < 0.7, y_true, rng.integers(0, c, len(test)))
+    from patchfile import chebyshev_distance
+    bins = evaluate.leakage_bins(chebyshev_distance(shape, train, test), y_true, y_pred, c, p)
+    d = np.array([min(max(abs(t[0] - s[0]), abs(t[1] - s[1])) for s in train) for t in test])  # pair by pair
+    edges = [(1, 2), (3, 4), (5, 8), (9, 20), (21, 10 ** 9)]
+    assert [(b["min"], b["max"]) for b in bins] == [(1, 2), (3, 4), (5, 8), (9, 20), (21, None)]
+    assert [b["name"] for b in bins] == ["inside the patch", "patches overlap", "near", "middle", "far"]
+    for b, (lo, hi) in zip(bins, edges):
+        sel = (d >= lo) & (d <= hi)
+        assert b["n"] == sel.sum() > 0
+        assert b["OA"] == pytest.approx(np.mean(y_true[sel] == y_pred[sel]), rel=1e-12)
+        present = np.unique(y_true[sel])
+        assert b["AA"] == pytest.approx(np.mean([np.mean(y_pred[sel][y_true[sel] == k] == k) for k in present]))
+    assert sum(b["n"] for b in bins) == len(test)
+
+
+@pytest.mark.slow  # uses the trained run (~20 s to make once)
+def test_leakage_report_and_leak_free_view_of_a_run(evaluated, demo_h5, trained_run):
+    m, printed = evaluated
+    with PatchFile(demo_h5) as pf:
+        train, test, truth = pf.coords("train"), pf.coords("test"), pf.labels("test")
+    pred = np.load(trained_run / "predictions.npy") - 1
+    inside = np.array([any(max(abs(t - s)) <= 5 for s in train) for t in test])  # a training pixel in the patch
+    assert m["leak_free"]["n"] == (~inside).sum() and m["leakage"]["bins"][0]["n"] == inside.sum()
+    assert m["leak_free"]["OA"] == pytest.approx(np.mean(pred[~inside] == truth[~inside]), rel=1e-12)
+    assert m["leak_free"]["kappa"] == pytest.approx(cohen_kappa_score(truth[~inside], pred[~inside]), rel=1e-9)
+    assert f"leak-free ({(~inside).sum()} test pixels whose patch holds no training pixel): OA " \
+           f"{100 * m['leak_free']['OA']:.2f} %" in printed
+    md = (trained_run / "metrics.md").read_text()
+    assert "| 1-5 | inside the patch | " in md and "Leak-free view" in md
+
+
+# -----------------------------------------------------------------------------
+# McNemar's test between two runs
+
+def test_mcnemar_against_hand_worked_tables():
+    # 100 pixels: both right 50, only A right 30, only B right 10, both wrong 10
+    a = np.repeat([True, True, False, False], [50, 30, 10, 10])
+    b = np.repeat([True, False, True, False], [50, 30, 10, 10])
+    r = evaluate.mcnemar(a, b)
+    assert (r["both_correct"], r["only_a_correct"], r["only_b_correct"], r["both_wrong"]) == (50, 30, 10, 10)
+    # chi2 = (|30 - 10| - 1)^2 / 40 = 361 / 40 = 9.025; p = P(chi2_1 > 9.025) = erfc(sqrt(9.025 / 2))
+    assert r["statistic"] == pytest.approx(9.025) and "continuity" in r["test"]
+    from math import erfc, sqrt
+    assert r["p_value"] == pytest.approx(erfc(sqrt(9.025 / 2)), rel=1e-9)
+    # OA_A - OA_B = (30 - 10) / 100 = 0.2; se = sqrt(40 - 20^2 / 100) / 100 = 0.06; 1.959964 * 0.06
+    assert r["OA_difference"] == pytest.approx(0.2)
+    assert r["OA_difference_ci95"] == pytest.approx([0.2 - 1.959964 * 0.06, 0.2 + 1.959964 * 0.06], abs=1e-6)
+    # few discordant pixels: exact binomial, two-sided: 2 P(X <= 2 | 10, 1/2) = 2 (1 + 10 + 45) / 1024
+    a = np.repeat([True, True, False], [80, 2, 8])
+    b = np.repeat([True, False, True], [80, 2, 8])
+    r = evaluate.mcnemar(a, b)
+    assert r["test"].startswith("exact") and r["statistic"] is None
+    assert r["p_value"] == pytest.approx(112 / 1024, rel=1e-12)
+
+
+@pytest.mark.slow  # uses the trained run (~20 s to make once)
+def test_compare_two_runs(trained_run, evaluated, tmp_path, capsys):
+    other = copy_run(trained_run, tmp_path / "other")
+    evaluate.main(["--run", str(other), "--select", "last"])  # the same network: no discordant pixel
+    # make B differ: flip its prediction at the first 40 test pixels to a wrong class
+    m = json.loads((trained_run / "metrics.json").read_text())
+    pred = np.load(other / "predictions.npy")
+    with PatchFile(m["data_path"]) as pf:
+        truth = pf.labels("test") + 1
+    pred[:40] = np.where(truth[:40] == 1, 2, 1)
+    np.save(other / "predictions.npy", pred)
+    evaluate.main(["--compare", str(trained_run), str(other), "--out", str(tmp_path / "cmp")])
+    c = json.loads((tmp_path / "cmp" / "compare-demo-run-vs-other.json").read_text())
+    a_right = np.load(trained_run / "predictions.npy") == truth
+    assert c["only_a_correct"] == int(a_right[:40].sum()) and c["only_b_correct"] == 0
+    assert c["n"] == 4400 and c["OA_a"] == pytest.approx(m["OA"])
+    assert "McNemar's test" in capsys.readouterr().out
+    md = (tmp_path / "cmp" / "compare-demo-run-vs-other.md").read_text()
+    assert "| **A correct** |" in md and "95 % confidence interval" in md
+
+
+@pytest.mark.slow  # uses the trained run (~20 s to make once)
+def test_compare_refuses_runs_on_other_test_pixels(trained_run, evaluated, tmp_path):
+    other = copy_run(trained_run, tmp_path / "other")
+    evaluate.main(["--run", str(other)])
+    m = json.loads((other / "metrics.json").read_text())
+    (other / "metrics.json").write_text(json.dumps(dict(m, test_pixels_sha256="0" * 64)))
+    with pytest.raises(SystemExit, match="scored on different test pixels"):
+        evaluate.main(["--compare", str(trained_run), str(other)])

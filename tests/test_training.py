@@ -14,7 +14,8 @@ import keras
 
 import DataPrepare
 import model
-from model import RotatedPatches, build_model, classifier, lr_at, read_patch_file
+from model import RotatedPatches, build_model, classifier, lr_at
+from patchfile import PatchFile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--filters", "8", "--fusion_units", "8"]
@@ -93,7 +94,11 @@ def test_a_file_not_made_by_dataprepare_is_refused(tmp_path):
         train(["--data", str(bad), "--out", str(tmp_path / "run")])
     with h5py.File(bad, "a") as f:
         f.attrs.update(dataset="x", class_names=["a", "b"], patch_size=5)
-    with pytest.raises(SystemExit, match=r"other.h5: group 'train' missing \(it has \['x'\]\): not a complete patch"):
+    with pytest.raises(SystemExit, match=r"other.h5: made by an older DataPrepare.py.*prepare it again"):
+        train(["--data", str(bad), "--out", str(tmp_path / "run")])
+    with h5py.File(bad, "a") as f:
+        f.attrs["format_version"] = 2
+    with pytest.raises(SystemExit, match=r"other.h5: group 'scene' missing \(it has \['x'\]\): not a complete patch"):
         train(["--data", str(bad), "--out", str(tmp_path / "run")])
 
 
@@ -129,10 +134,11 @@ def test_short_training_lowers_every_loss_and_beats_chance(demo, tmp_path):
     assert float(rows[-1]["class_loss"]) < 0.5 * float(rows[0]["class_loss"])
     for name in ("config.json", "state.json", "final.keras", "selected.keras", "curves.png", "tensorboard"):
         assert os.path.exists(os.path.join(run, name)), name
-    info, data = read_patch_file(demo, ["test"])
+    with PatchFile(demo) as pf:
+        info, test = pf.info(), pf.load("test")
     clf = classifier(keras.saving.load_model(os.path.join(run, "selected.keras")))
-    pred = np.argmax(clf.predict({"hsi": data["test"]["hsi"], "aux": data["test"]["aux"]}, verbose=0), -1)
-    accuracy = np.mean(pred == data["test"]["label"])
+    pred = np.argmax(clf.predict({"hsi": test["hsi"], "aux": test["aux"]}, verbose=0), -1)
+    accuracy = np.mean(pred == test["label"])
     assert accuracy > 4 / info["num_classes"], accuracy  # chance is 1/6 on the demo scene
     config = json.load(open(os.path.join(run, "config.json")))
     assert config["epochs"] == 6 and config["protocol"] == model.PROTOCOLS["last"] and config["synthetic"]
