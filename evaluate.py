@@ -424,29 +424,31 @@ def plot_labels(path, labels, palette, names, title):
 
 
 def plot_leakage(path, m):
-    """OA and AA per distance bin, with each bin's pixel count, and the leak-free OA."""
+    """OA and AA per distance bin over grey bars of each bin's pixel count, and the leak-free OA."""
     plt = pyplot()
     bins = m["leakage"]["bins"]
     x = np.arange(len(bins))
-    fig, ax = plt.subplots(figsize=(7, 4))
-    oa = [100 * b["OA"] if b["n"] else np.nan for b in bins]
-    aa = [100 * b["AA"] if b["n"] else np.nan for b in bins]
-    ax.plot(x, oa, "o-", label="OA")
-    ax.plot(x, aa, "s--", label="AA")
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    counts = ax.twinx()  # the counts behind, the accuracies in front
+    counts.bar(x, [b["n"] for b in bins], width=0.6, color="0.88")
+    for i, b in enumerate(bins):
+        counts.annotate(f"{b['n']} px", (i, b["n"]), ha="center", va="bottom", fontsize=8, color="0.4")
+    counts.set_ylabel("test pixels in the bin", color="0.4")
+    ax.set_zorder(counts.get_zorder() + 1)
+    ax.patch.set_visible(False)
+    ax.plot(x, [100 * b["OA"] if b["n"] else np.nan for b in bins], "o-", label="OA")
+    ax.plot(x, [100 * b["AA"] if b["n"] else np.nan for b in bins], "s--", label="AA")
     ax.axhline(100 * m["OA"], color="grey", lw=0.8, label=f"all test pixels: OA {pct(m['OA'])} %")
     if m["leak_free"]["n"]:
         ax.axhline(100 * m["leak_free"]["OA"], color="tab:red", lw=0.8, ls=":",
                    label=f"leak-free: OA {pct(m['leak_free']['OA'])} %")
-    for i, b in enumerate(bins):
-        ax.annotate(f"n = {b['n']}", (i, 0), xytext=(0, 4), textcoords="offset points", ha="center",
-                    fontsize=8, xycoords=("data", "axes fraction"))
     labels = [f"{b['min']}-{b['max']}\n{b['name']}" if b["max"] is not None else f"> {b['min'] - 1}\n{b['name']}"
               for b in bins]
     ax.set_xticks(x, labels, fontsize=8)
     ax.set(xlabel="Chebyshev distance to the nearest training pixel (pixels)", ylabel="accuracy (%)")
     ax.set_title(f"{m['dataset_label']}: accuracy by distance to the training pixels\n{m['protocol']}", fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, frameon=False)
     fig.tight_layout()
     with replacing(path) as tmp:
         fig.savefig(tmp, dpi=120)
@@ -763,6 +765,10 @@ def compare(run_a, run_b, args):
     return c
 
 
+def p_text(p):
+    return "< 1e-300" if p < 1e-300 else f"= {p:.3g}"  # chi-square's tail underflows to 0
+
+
 def compare_lines(c):
     lo, hi = c["OA_difference_ci95"]
     stat = f"chi-square {c['statistic']:.3f}, " if c["statistic"] is not None else ""
@@ -772,7 +778,7 @@ def compare_lines(c):
             "", "| | B correct | B wrong |", "|---|---:|---:|",
             f"| **A correct** | {c['both_correct']} | {c['only_a_correct']} |",
             f"| **A wrong** | {c['only_b_correct']} | {c['both_wrong']} |", "",
-            f"McNemar's test ({c['test']}): {stat}p = {c['p_value']:.3g}.",
+            f"McNemar's test ({c['test']}): {stat}p {p_text(c['p_value'])}.",
             f"OA: A {pct(c['OA_a'])} %, B {pct(c['OA_b'])} %; A - B = {100 * c['OA_difference']:+.2f} points, "
             f"95 % confidence interval [{100 * lo:+.2f}, {100 * hi:+.2f}] (Wald interval for paired proportions)."]
 

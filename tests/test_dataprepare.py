@@ -452,3 +452,24 @@ def test_main_fails_with_one_clean_line(tmp_path):
     with pytest.raises(SystemExit) as e:
         dp.main(["--dataset", "demo", "--hsi", "x.mat", "--out", str(tmp_path / "o.h5")])
     assert e.value.code == 2  # argparse: --hsi is for custom only
+
+
+def test_training_only_normalisation_against_a_direct_computation(tmp_path):
+    hsi = small_cube((20, 30, 4))
+    hsi[0, 0, 1] = 100.0  # a test-region outlier: it must not stretch the training range
+    specs = custom_scene(tmp_path, hsi=hsi)
+    out = tmp_path / "t.h5"
+    dp.prepare("custom", str(out), custom=specs, patch_size=5, normalise="train")
+    data = read_h5(out)
+    train = np.load(specs["train"]) > 0
+    for m, raw in (("hsi", hsi), ("aux", np.load(specs["aux"])[..., None])):
+        lo, hi = raw[train].min(0), raw[train].max(0)  # per band, over the training pixels only
+        want = np.clip((raw.astype(np.float64) - lo) / (hi - lo), 0, 1)
+        np.testing.assert_allclose(data[f"scene/{m}"], want, atol=1e-6)
+        assert np.array_equal(data[f"scene/{m}"][train].min(0), np.zeros(raw.shape[-1]))
+        assert np.array_equal(data[f"scene/{m}"][train].max(0), np.ones(raw.shape[-1]))
+    assert data["scene/hsi"][0, 0, 1] == 1.0  # clipped
+    assert data["attrs"]["normalise"] == "train"
+    assert data["attrs"]["normalisation"] == "min-max per band over the training pixels only, other pixels clipped to [0, 1]"
+    with pytest.raises(dp.DataError, match="--normalise must be one of scene, train"):
+        dp.prepare("custom", str(out), custom=specs, normalise="test")
