@@ -271,7 +271,7 @@ def test_file_size_limit_refused_and_a_failing_write_ends_in_one_line(tmp_path):
     """A process limited to 1 MB files (ulimit -f): refused from the estimate; and with the estimate
     bypassed, the write itself fails half-way: one clear line, nothing left behind."""
     out = str(tmp_path / "o.h5")
-    limit = f"import resource; resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))"
+    limit = "import resource; resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))"
     run = lambda code: subprocess.run([sys.executable, "-c", f"{limit}; {code}"], cwd=ROOT,  # noqa: E731
                                       capture_output=True, text=True, timeout=300)
     proc = run(f"import DataPrepare; DataPrepare.main(['--dataset', 'demo', '--out', {out!r}])")
