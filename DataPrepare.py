@@ -875,7 +875,7 @@ def scene_maps(scene, class_names, train_per_class, train_fraction, seed):
             f"drawn: {rule} for training, the rest for testing, stratified, seed {seed}")
 
 
-def select_channels(hsi, where, dataset, keep_all):
+def select_channels(hsi, dataset, keep_all):
     """The preset's HSI channels (Houston 2018: the contest's 48 bands of the 50 some copies hold)."""
     want = PRESETS[dataset].get("hsi_channels")
     have = hsi.shape[-1]
@@ -909,7 +909,7 @@ def prepare(dataset, out, source=None, patch_size=11, val_fraction=0.0, seed=0, 
     class_names, palette = resolve_classes(scene["class_names"], scene["palette"], n_classes,
                                            dataset, f"{train_where} / {test_where}")
     hsi, hsi_where = hsi[0]
-    hsi, channels = select_channels(hsi, hsi_where, dataset, keep_all_channels)
+    hsi, channels = select_channels(hsi, dataset, keep_all_channels)
     aux_where = " + ".join(w for _, w in aux)
     aux = aux[0][0] if len(aux) == 1 else np.concatenate([a for a, _ in aux], axis=-1)
     splits = make_splits(train, test, val_fraction, seed)

@@ -1,9 +1,15 @@
-"""Speed of the network on this machine: training and inference patches/s per mode, in one run.
+"""Speed and memory on this machine: training and inference patches/s per mode, in one run; the
+preparation of scenes and the evaluation of runs, timed whole with their peak memory.
 
     python benchmark.py --data data/houston2013.h5            # a DataPrepare.py file (or the stand-in)
     python benchmark.py --data data/houston2013.h5 --modes plain-fp32,fast-mixed --steps 20
-    python benchmark.py --prepare /tmp/houston2013.mat        # also time DataPrepare.py on a scene
     python benchmark.py --data data/houston2013.h5 --floor    # + the coupled blocks' convolutions alone
+    python benchmark.py --prepare houston2013=/tmp/houston2013.mat --prepare berlin=/tmp/synthetic
+    python benchmark.py --evaluate runs/berlin --eval-precision mixed   # evaluate.py, whole test split
+
+--prepare DATASET=SOURCE runs DataPrepare.py on a scene (python synthetic.py writes DCMNet-layout
+scenes at the real sizes) and prints its wall time, peak memory and file size; --evaluate RUN runs
+evaluate.py on a run and prints its wall time, peak memory and test-set pixels/s.
 
 Modes: 'plain' runs the two streams of each coupled block separately and, for inference, the whole
 model (decoders too), as a straightforward build would; 'fast' stacks the streams through each
@@ -108,18 +114,46 @@ def conv_floor(info, config, steps, infer_batch):
     return train, 3 * infer_batch / (time.perf_counter() - start)
 
 
-def time_prepare(source):
-    out = "/tmp/benchmark-prepare.h5"
-    cmd = ["/usr/bin/time", "-v", sys.executable, "DataPrepare.py", "--dataset", "houston2013", "--source", source,
-           "--out", out]
-    run = subprocess.run(cmd, capture_output=True, text=True, cwd=os.path.dirname(os.path.abspath(__file__)))
+def timed(cmd):
+    """Run a command under /usr/bin/time -v: (wall seconds, peak resident GB); exits on failure."""
+    run = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True,
+                         cwd=os.path.dirname(os.path.abspath(__file__)))
     if run.returncode:
-        sys.exit(run.stderr[-2000:])
+        sys.exit(f"{' '.join(cmd)} failed:\n{run.stderr[-3000:]}")
     lines = {k.strip(): v.strip() for k, _, v in (line.partition(": ") for line in run.stderr.splitlines())}
-    m, s = lines["Elapsed (wall clock) time (h:mm:ss or m:ss)"].split(":")[-2:]
-    print(f"DataPrepare.py --dataset houston2013 --source {source}: {60 * int(m) + float(s):.1f} s wall, "
-          f"{int(lines['Maximum resident set size (kbytes)']) / 1e6:.2f} GB peak")
+    wall = lines["Elapsed (wall clock) time (h:mm:ss or m:ss)"].split(":")
+    seconds = sum(float(x) * 60 ** i for i, x in enumerate(reversed(wall)))
+    return seconds, int(lines["Maximum resident set size (kbytes)"]) / 1e6
+
+
+def time_prepare(spec):
+    """DataPrepare.py on DATASET=SOURCE, into a temporary file that is removed afterwards."""
+    dataset, _, source = spec.partition("=")
+    out = f"/tmp/benchmark-prepare-{os.getpid()}.h5"
+    seconds, peak = timed([sys.executable, "DataPrepare.py", "--dataset", dataset, "--source", source, "--out", out])
+    with PatchFile(out) as pf:
+        counts = {s: len(pf.labels(s)) for s in pf.splits}
+        h, w = pf.shape
+        bands = pf.bands
+    size = os.path.getsize(out)
     os.remove(out)
+    print(f"DataPrepare.py --dataset {dataset} --source {source}: {h} x {w} pixels, {bands['hsi']} + {bands['aux']} "
+          f"bands, {' / '.join(f'{n} {s}' for s, n in counts.items())} pixels: {seconds:.1f} s wall, "
+          f"{peak:.2f} GB peak, file {size / 1e9:.2f} GB")
+
+
+def time_evaluate(run_dir, precision):
+    """evaluate.py on a run's whole test split (cut from the scene on the fly)."""
+    cmd = [sys.executable, "evaluate.py", "--run", run_dir] + (["--precision", precision] if precision else [])
+    seconds, peak = timed(cmd)
+    with open(os.path.join(run_dir, "config.json")) as f:
+        own = json.load(f).get("precision", "float32")
+    suffix = f"-{precision}" if precision and precision != own else ""
+    with open(os.path.join(run_dir, f"metrics{suffix}.json")) as f:
+        m = json.load(f)
+    print(f"evaluate.py --run {run_dir}{f' --precision {precision}' if precision else ''}: {m['n_test']} test pixels "
+          f"({m['dataset_label']}) in {m['test_seconds']} s, {m['test_pixels_per_second']} px/s; "
+          f"{seconds:.1f} s wall in all, {peak:.2f} GB peak")
 
 
 def run_one(args):
@@ -155,7 +189,11 @@ def main():
     parser.add_argument("--infer-batch", type=int, default=256)
     parser.add_argument("--floor", action="store_true", help="also time the coupled blocks' convolutions alone "
                         "in each mode's precision: the ceiling for the network with this backend's convolutions")
-    parser.add_argument("--prepare", metavar="SCENE.mat", help="also time DataPrepare.py on this houston2013.mat")
+    parser.add_argument("--prepare", action="append", metavar="DATASET=SOURCE", default=[],
+                        help="time DataPrepare.py on a scene (repeatable), e.g. berlin=/tmp/synthetic")
+    parser.add_argument("--evaluate", action="append", metavar="RUN_DIR", default=[],
+                        help="time evaluate.py on a run's whole test split (repeatable)")
+    parser.add_argument("--eval-precision", choices=["float32", "mixed"], help="with --evaluate: inference precision")
     parser.add_argument("--stand-in", action="store_true", help="label the figures: the data is the synthetic "
                         "Houston 2013 stand-in of ../shared/data/houston2013/make_proxy.py")
     parser.add_argument("--one", choices=list(MODES), help=argparse.SUPPRESS)
@@ -163,8 +201,10 @@ def main():
     if args.one:
         return run_one(args)
     print(machine())
-    if args.prepare:
-        time_prepare(args.prepare)
+    for spec in args.prepare:
+        time_prepare(spec)
+    for run_dir in args.evaluate:
+        time_evaluate(run_dir, args.eval_precision)
     if not args.data:
         return
     with PatchFile(args.data) as pf:

@@ -321,7 +321,7 @@ def leakage_lines(m):
     for b in lk["bins"]:
         span = f"{b['min']}-{b['max']}" if b["max"] is not None else f"> {b['min'] - 1}"
         lines.append(f"| {span} | {b['name']} | {b['n']} | {pct(b['n'] / m['n_test'])} | {pct(b['OA'])} | {pct(b['AA'])} |")
-    lines += ["", f"Leak-free view ({lf['definition']}): {lf['n']} of {m['n_test']} test pixels, "
+    lines += ["", f"Leak-free view, {lf['definition']}: {lf['n']} of {m['n_test']} test pixels, "
                   f"OA {pct(lf['OA'])} %, AA {pct(lf['AA'])} %, kappa {kappa_text(lf['kappa'])}.", ""]
     return lines
 
@@ -729,7 +729,7 @@ def write_aggregate_markdown(path, agg):
         span = f"{b['min']}-{b['max']}" if b["max"] is not None else f"> {b['min'] - 1}"
         lines.append(f"| {span} | {b['name']} | {b['n']} | {pm(b['OA'])} | {pm(b['AA'])} |")
     lf = agg["leak_free"]
-    lines += ["", f"Leak-free view ({lf['definition']}): {lf['n']} test pixels, OA {pm(lf['OA'])} %, "
+    lines += ["", f"Leak-free view, {lf['definition']}: {lf['n']} test pixels, OA {pm(lf['OA'])} %, "
                   f"AA {pm(lf['AA'])} %, kappa {pm(lf['kappa'], kappa=True)}.", ""]
     write_text(path, "\n".join(lines) + "\n")
 
