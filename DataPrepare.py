@@ -875,6 +875,29 @@ def scene_maps(scene, class_names, train_per_class, train_fraction, seed):
             f"drawn: {rule} for training, the rest for testing, stratified, seed {seed}")
 
 
+def modalities(scene, dataset, keep_all_channels):
+    """((hsi, where), (aux, where), channels kept): the cube, and the second modality's files
+    stacked as channels of one (H, W, A) array."""
+    hsi, hsi_where = scene["hsi"][0]
+    hsi, channels = select_channels(as_channels(hsi, hsi_where, "hyperspectral cube"), dataset, keep_all_channels)
+    aux = [(as_channels(a, w, "second modality"), w) for a, w in scene["aux"]]
+    stacked = aux[0][0] if len(aux) == 1 else np.concatenate([a for a, _ in aux], axis=-1)
+    return (hsi, hsi_where), (stacked, " + ".join(w for _, w in aux)), channels
+
+
+def write_file(out, attrs, rows, splits, maps, patch_size):
+    """Estimate the file's size, check the room for it, write it; returns the estimate."""
+    h, w = maps["train_map"].shape
+    bands = (rows["hsi"].shape[-1], rows["aux"].shape[-1])
+    estimate = patchfile.estimate_bytes((h, w), bands, {s: len(c) for s, (c, _) in splits.items()}, patch_size)
+    check_room(out, estimate)
+    try:
+        patchfile.write(out, attrs, rows, splits, maps, patch_size)
+    except OSError as e:  # h5py reports HDF5's failed writes (disk full, file too large) as OSError
+        raise write_error(out, e) from None
+    return estimate
+
+
 def select_channels(hsi, dataset, keep_all):
     """The preset's HSI channels (Houston 2018: the contest's 48 bands of the 50 some copies hold)."""
     want = PRESETS[dataset].get("hsi_channels")
@@ -901,17 +924,11 @@ def prepare(dataset, out, source=None, patch_size=11, val_fraction=0.0, seed=0, 
     train, test, train_where, test_where, split = scene_maps(scene, scene["class_names"], train_per_class,
                                                              train_fraction, seed)
     height, width = train.shape
-    hsi, aux = scene["hsi"], scene["aux"]
-    check_sizes(hsi + aux + [(train, train_where), (test, test_where)], height, width)
-    hsi = [(as_channels(a, w, "hyperspectral cube"), w) for a, w in hsi]
-    aux = [(as_channels(a, w, "second modality"), w) for a, w in aux]
+    check_sizes(scene["hsi"] + scene["aux"] + [(train, train_where), (test, test_where)], height, width)
+    (hsi, hsi_where), (aux, aux_where), channels = modalities(scene, dataset, keep_all_channels)
     n_classes = check_maps(train, test, train_where, test_where)
     class_names, palette = resolve_classes(scene["class_names"], scene["palette"], n_classes,
                                            dataset, f"{train_where} / {test_where}")
-    hsi, hsi_where = hsi[0]
-    hsi, channels = select_channels(hsi, dataset, keep_all_channels)
-    aux_where = " + ".join(w for _, w in aux)
-    aux = aux[0][0] if len(aux) == 1 else np.concatenate([a for a, _ in aux], axis=-1)
     splits = make_splits(train, test, val_fraction, seed)
     pixels = splits["train"][0] if normalise == "train" else None
     over = "the training pixels" if normalise == "train" else "the scene"
@@ -926,13 +943,7 @@ def prepare(dataset, out, source=None, patch_size=11, val_fraction=0.0, seed=0, 
         command=command, val_fraction=val_fraction, seed=seed,
         train_per_class=train_per_class or 0, train_fraction=train_fraction or 0.0)
     bands = (hsi.shape[-1], aux.shape[-1])
-    estimate = patchfile.estimate_bytes((height, width), bands, {s: len(c) for s, (c, _) in splits.items()},
-                                        patch_size)
-    check_room(out, estimate)
-    try:
-        patchfile.write(out, attrs, rows, splits, {"train_map": train, "test_map": test}, patch_size)
-    except OSError as e:  # h5py reports HDF5's failed writes (disk full, file too large) as OSError
-        raise write_error(out, e) from None
+    estimate = write_file(out, attrs, rows, splits, {"train_map": train, "test_map": test}, patch_size)
     notes = [f"split: {split}", f"normalisation: {NORMALISATIONS[normalise]}", f"hsi channels kept: {channels}"]
     print_summary(PRESETS[dataset]["title"], scene["layout"], (height, width), bands, scene["aux_name"],
                   class_names, splits, notes, out, time.time() - t0, estimate)

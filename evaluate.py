@@ -539,10 +539,15 @@ def test_report(pf, data, y_pred, stand_in, config, command):
     return m
 
 
+def run_file(run_dir, suffix):
+    """out(name, ext) -> the path of a result file in a run directory, with the protocol's suffix."""
+    return lambda name, ext: os.path.join(run_dir, f"{name}{suffix}.{ext}")
+
+
 def write_report(run_dir, suffix, m, y_pred):
     """metrics.json/.md, the confusion matrix (CSV, PNG), the leakage plot and the per-pixel
     predictions of a run; returns the paths written."""
-    out = lambda name, ext: os.path.join(run_dir, f"{name}{suffix}.{ext}")  # noqa: E731
+    out = run_file(run_dir, suffix)
     m["predictions"] = os.path.basename(out("predictions", "npy"))
     with replacing(out("predictions", "npy")) as tmp:
         np.save(tmp, (np.asarray(y_pred) + 1).astype(np.int16))  # 1..C like the maps
@@ -560,7 +565,7 @@ def write_maps(pf, predict, patch_size, batch_size, m, run_dir, suffix, y_pred):
     """Classify every pixel, check the map against the test predictions (y_pred), write the PNGs and
     .npy; records the map's figures in m["map"]."""
     names = m["class_names"]
-    out = lambda name, ext: os.path.join(run_dir, f"{name}{suffix}.{ext}")  # noqa: E731
+    out = run_file(run_dir, suffix)
     palette = pf.palette
     if palette is None:  # a file without colours: matplotlib's categorical ones
         palette = (np.array([pyplot().cm.tab20(i % 20)[:3] for i in range(len(names))]) * 255).astype(int)

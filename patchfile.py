@@ -84,6 +84,8 @@ class RowCache:
     def cut(self, coords):
         """Patches for coords (N, 2) sorted by row, in their order."""
         coords = np.asarray(coords).reshape(-1, 2)
+        if (np.diff(coords[:, 0]) < 0).any():
+            raise ValueError("RowCache.cut needs coords sorted by row (see sorted_batches)")
         h, p, r = self.scene.shape[0], self.patch_size, self.patch_size // 2
         out = np.empty((len(coords), p, p, self.scene.shape[-1]), np.float32)
         start = 0

@@ -74,6 +74,8 @@ def test_row_cache_cuts_like_the_reference_across_bands(band_rows):
     assert cache.rows.shape[0] <= band_rows + 4  # one band (and its context) in memory
     # back to the top: the band is read again, not cut past its edge
     np.testing.assert_array_equal(cache.cut(coords[:5]), reference_patches(scene, coords[:5], 5))
+    with pytest.raises(ValueError, match="sorted by row"):
+        cache.cut(coords[::-1])
 
 
 def test_test_split_is_cut_from_the_scene_like_the_reference(demo_h5):
