@@ -959,7 +959,8 @@ def build_parser():
                     "model.py and evaluate.py: min-max per band, the normalised scene, P x P training\n"
                     "patches centred on their pixels, zero padding at the border.",
         epilog=f"layouts each preset finds under --source (the folder holding the files, or its parent;\n"
-               f"'single' may also be the .mat file itself):\n{layouts}\n"
+               f"a one-file layout, such as 'single' or 'muufl-struct', may also be the .mat file itself):\n"
+               f"{layouts}\n"
                "  demo         no files: a small synthetic scene made on the spot\n"
                "  custom       any files, named with --hsi, --aux and --train/--test or --gt")
     parser.add_argument("--dataset", required=True, choices=list(PRESETS),
