@@ -26,6 +26,7 @@ Examples:
 """
 import argparse
 import colorsys
+import functools
 import json
 import os
 import re
@@ -260,9 +261,16 @@ def load_array(path, key):
         return z[key]
 
 
+@functools.lru_cache(maxsize=1)
+def load_struct_v5(path, top):
+    """A top-level variable of a MATLAB v5/v7 file as scipy's mat_struct objects; kept while the
+    scene's other fields are read from the same struct (load_scene clears it)."""
+    import scipy.io
+    return scipy.io.loadmat(path, variable_names=[top], squeeze_me=True, struct_as_record=False)[top]
+
+
 def struct_arrays_v5(path, parts):
     """The arrays at a struct path of a MATLAB v5/v7 file (scipy's mat_struct objects)."""
-    import scipy.io
     from scipy.io.matlab import mat_struct
 
     def elements(value):  # a struct, or a struct array, as a list of structs (MATLAB's order)
@@ -274,7 +282,7 @@ def struct_arrays_v5(path, parts):
         return None
 
     top, index = parts[0]
-    nodes, where = [scipy.io.loadmat(path, variable_names=[top], squeeze_me=True, struct_as_record=False)[top]], top
+    nodes, where = [load_struct_v5(path, top)], top
     for name, next_index in parts[1:] + [(None, None)]:
         if index is not None:
             picked = elements(nodes[0]) if len(nodes) == 1 else None
@@ -297,14 +305,15 @@ def struct_arrays_v5(path, parts):
 
 
 def struct_arrays_v73(path, parts):
-    """The arrays at a struct path of a MATLAB v7.3 (HDF5) file: a struct is a group; a struct
-    array's fields are datasets of references, one per element."""
+    """The arrays at a struct path of a MATLAB v7.3 (HDF5) file. A struct is a group; a struct
+    array's fields, and a cell array, are datasets of references, one per element. So an element
+    index on a struct array (Lidar(1) of a group) waits for the field's references; on a cell array
+    (Lidar(1) of a dataset of references) it picks at once."""
     import h5py
     with h5py.File(path, "r") as f:
-        top, index = parts[0]
-        nodes, where = [f[top]], top
-        for name, next_index in parts[1:]:
-            children = []
+        nodes, where, pending = [f], path, None
+        for name, index in parts:
+            children, consumed = [], False
             for node in nodes:
                 if not isinstance(node, h5py.Group):
                     raise DataError(f"{path}: '{where}' is not a struct, so it has no field '{name}'")
@@ -314,17 +323,21 @@ def struct_arrays_v73(path, parts):
                 child = node[name]
                 if isinstance(child, h5py.Dataset) and h5py.check_dtype(ref=child.dtype):
                     refs = list(child[()].ravel())  # C order of the reversed axes = MATLAB's order
-                    if index is not None:
-                        if index > len(refs):
-                            raise DataError(f"{path}: '{where}' has no element {index} (it holds {len(refs)})")
-                        refs = [refs[index - 1]]
+                    pick = pending if pending is not None else index
+                    consumed = consumed or (pending is None and index is not None)
+                    if pick is not None:
+                        if pick > len(refs):
+                            owner = where if pending is not None else f"{where}.{name}"  # struct array or cell
+                            raise DataError(f"{path}: '{owner}' has no element {pick} (it holds {len(refs)})")
+                        refs = [refs[pick - 1]]
                     children.extend(f[ref] for ref in refs)
-                elif index not in (None, 1):
-                    raise DataError(f"{path}: '{where}' has no element {index} (it is a single struct)")
+                elif pending not in (None, 1):
+                    raise DataError(f"{path}: '{where}' has no element {pending} (it is a single struct)")
                 else:
                     children.append(child)
-            nodes, where, index = children, f"{where}.{name}", next_index
-        if index not in (None, 1) or not all(isinstance(n, h5py.Dataset) for n in nodes):
+            nodes, where = children, name if where == path else f"{where}.{name}"
+            pending = None if consumed else index
+        if pending not in (None, 1) or not all(isinstance(n, h5py.Dataset) for n in nodes):
             raise DataError(f"{path}: '{where}' is not a numeric array (a struct, or an element of one)")
         return [n[()].transpose() for n in nodes]
 
@@ -508,6 +521,7 @@ def load_scene(dataset, source=None, custom=None, seed=0):
     if len(files["aux"]) > 1:  # e.g. Augsburg's SAR with its DSM stacked as more channels
         scene["aux_name"] += "+" + "+".join(
             os.path.splitext(os.path.basename(p))[0].split("_")[-1].lower() for p, _ in files["aux"][1:])
+    load_struct_v5.cache_clear()
     scene["files"] = sorted({os.path.abspath(path) for entries in files.values() for path, _ in entries})
     return dict(scene, layout=layout, hsi=read["hsi"], aux=read["aux"],
                 **{role: read[role][0] for role in ("train", "test", "gt", "train_index", "test_index") if role in read})
@@ -597,18 +611,30 @@ def split_ground_truth(gt, where, class_names, per_class=None, fraction=None, se
     """Train and test maps drawn from one ground truth: per_class pixels of each class (or
     round(fraction * n), at least 1) for training, the rest for testing; stratified, seeded with
     numpy's default_rng((seed, 1)). Refuses a split that leaves a class without test pixels."""
-    rng = np.random.default_rng([seed, 1])
-    train = np.zeros_like(gt)
-    for c in np.unique(gt[gt > 0]):
-        idx = np.flatnonzero(gt == c)
-        k = per_class if per_class else max(1, int(round(fraction * len(idx))))
-        if k >= len(idx):
+    def count(c, n):
+        k = per_class if per_class else max(1, int(round(fraction * n)))
+        if k >= n:
             name = class_names[c - 1] if class_names and c <= len(class_names) else f"class {c}"
             rule = f"--train-per-class {per_class}" if per_class else f"--train-fraction {fraction}"
-            raise DataError(f"{where}: class {c} ({name}) has {len(idx)} labelled pixel(s): {rule} takes {k} for "
+            raise DataError(f"{where}: class {c} ({name}) has {n} labelled pixel(s): {rule} takes {k} for "
                             "training and leaves none for testing; ask for fewer")
-        train.flat[np.sort(rng.choice(idx, k, replace=False))] = c
+        return k
+
+    labelled = np.flatnonzero(gt > 0)  # row-major
+    chosen = draw_per_class(gt.flat[labelled], count, np.random.default_rng([seed, 1]))
+    train = np.zeros_like(gt)
+    train.flat[labelled[chosen]] = gt.flat[labelled[chosen]]
     return train, np.where(train > 0, 0, gt)
+
+
+def draw_per_class(labels, count, rng):
+    """Boolean mask over labels: count(c, n) of the n pixels of each class c, drawn without
+    replacement, classes in increasing order."""
+    chosen = np.zeros(len(labels), bool)
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        chosen[rng.choice(idx, count(c, len(idx)), replace=False)] = True
+    return chosen
 
 
 def check_sizes(pieces, height, width):
@@ -679,7 +705,7 @@ class Normalised:
 
     def __init__(self, raw, lo, hi, clip, where, name, over="the scene"):
         self.raw, self.shape, self.clip = raw, raw.shape, clip
-        work = np.result_type(raw.dtype, np.float32)  # float64 data keeps its precision until the end
+        work = np.result_type(raw.dtype, np.float32)  # float64 data is offset in float64, then stored as float32
         self.lo = lo.astype(work)
         self.span = (hi.astype(work) - self.lo).astype(np.float32)
         for band in np.flatnonzero(self.span == 0):
@@ -707,12 +733,8 @@ def make_splits(train, test, val_fraction, seed):
         splits[name] = (coords, (m[coords[:, 0], coords[:, 1]] - 1).astype(np.int32))
     if val_fraction > 0:
         coords, labels = splits["train"]
-        rng = np.random.default_rng(seed)
-        is_val = np.zeros(len(labels), bool)
-        for c in np.unique(labels):
-            idx = np.flatnonzero(labels == c)
-            k = min(max(int(round(val_fraction * len(idx))), 1), len(idx) - 1)
-            is_val[rng.choice(idx, k, replace=False)] = True
+        is_val = draw_per_class(labels, lambda c, n: min(max(int(round(val_fraction * n)), 1), n - 1),
+                                np.random.default_rng(seed))
         splits["train"] = (coords[~is_val], labels[~is_val])
         splits["val"] = (coords[is_val], labels[is_val])
     return splits
@@ -786,12 +808,16 @@ def check_room(out, nbytes):
     folder = os.path.dirname(os.path.abspath(out))
     free = shutil.disk_usage(folder).free
     if nbytes > free:
-        raise DataError(f"{out}: the patch file needs about {nbytes / 1e9:.2f} GB but {folder} has "
-                        f"{free / 1e9:.2f} GB free; free some space or choose another --out")
+        raise DataError(f"{out}: the patch file needs about {size_text(nbytes)} but {folder} has "
+                        f"{size_text(free)} free; free some space or choose another --out")
     limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
     if limit != resource.RLIM_INFINITY and nbytes > limit:
-        raise DataError(f"{out}: the patch file needs about {nbytes / 1e9:.2f} GB but this process may write "
-                        f"files of at most {limit / 1e9:.2f} GB (ulimit -f); raise the limit")
+        raise DataError(f"{out}: the patch file needs about {size_text(nbytes)} but this process may write "
+                        f"files of at most {size_text(limit)} (ulimit -f); raise the limit")
+
+
+def size_text(nbytes):
+    return f"{nbytes / 1e9:.2f} GB" if nbytes >= 1e8 else f"{nbytes / 1e6:.1f} MB"
 
 
 def write_error(out, e):

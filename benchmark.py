@@ -127,29 +127,35 @@ def timed(cmd):
 
 
 def time_prepare(spec):
-    """DataPrepare.py on DATASET=SOURCE, into a temporary file that is removed afterwards."""
-    dataset, _, source = spec.partition("=")
+    """DataPrepare.py on 'DATASET=SOURCE [more DataPrepare flags]', into a temporary file removed
+    afterwards."""
+    import shlex
+    dataset, _, rest = spec.partition("=")
+    source, *flags = shlex.split(rest)
     out = f"/tmp/benchmark-prepare-{os.getpid()}.h5"
-    seconds, peak = timed([sys.executable, "DataPrepare.py", "--dataset", dataset, "--source", source, "--out", out])
-    with PatchFile(out) as pf:
-        counts = {s: len(pf.labels(s)) for s in pf.splits}
-        h, w = pf.shape
-        bands = pf.bands
-    size = os.path.getsize(out)
-    os.remove(out)
-    print(f"DataPrepare.py --dataset {dataset} --source {source}: {h} x {w} pixels, {bands['hsi']} + {bands['aux']} "
+    try:
+        seconds, peak = timed([sys.executable, "DataPrepare.py", "--dataset", dataset, "--source", source,
+                               "--out", out, *flags])
+        with PatchFile(out) as pf:
+            counts = {s: len(pf.labels(s)) for s in pf.splits}
+            (h, w), bands = pf.shape, pf.bands
+        size = os.path.getsize(out)
+    finally:
+        if os.path.exists(out):
+            os.remove(out)
+    print(f"DataPrepare.py --dataset {dataset} --source {rest}: {h} x {w} pixels, {bands['hsi']} + {bands['aux']} "
           f"bands, {' / '.join(f'{n} {s}' for s, n in counts.items())} pixels: {seconds:.1f} s wall, "
           f"{peak:.2f} GB peak, file {size / 1e9:.2f} GB")
 
 
 def time_evaluate(run_dir, precision):
     """evaluate.py on a run's whole test split (cut from the scene on the fly)."""
+    import evaluate
     cmd = [sys.executable, "evaluate.py", "--run", run_dir] + (["--precision", precision] if precision else [])
     seconds, peak = timed(cmd)
-    with open(os.path.join(run_dir, "config.json")) as f:
-        own = json.load(f).get("precision", "float32")
-    suffix = f"-{precision}" if precision and precision != own else ""
-    with open(os.path.join(run_dir, f"metrics{suffix}.json")) as f:
+    config, _ = evaluate.read_run(run_dir)
+    suffix = evaluate.file_suffix(config, config["select"], precision or config.get("precision", "float32"))
+    with open(evaluate.run_file(run_dir, suffix)("metrics", "json")) as f:
         m = json.load(f)
     print(f"evaluate.py --run {run_dir}{f' --precision {precision}' if precision else ''}: {m['n_test']} test pixels "
           f"({m['dataset_label']}) in {m['test_seconds']} s, {m['test_pixels_per_second']} px/s; "
@@ -190,7 +196,8 @@ def main():
     parser.add_argument("--floor", action="store_true", help="also time the coupled blocks' convolutions alone "
                         "in each mode's precision: the ceiling for the network with this backend's convolutions")
     parser.add_argument("--prepare", action="append", metavar="DATASET=SOURCE", default=[],
-                        help="time DataPrepare.py on a scene (repeatable), e.g. berlin=/tmp/synthetic")
+                        help="time DataPrepare.py on a scene (repeatable), e.g. berlin=/tmp/synthetic, or "
+                             "'muufl=data/muufl --train-per-class 100' with more DataPrepare flags")
     parser.add_argument("--evaluate", action="append", metavar="RUN_DIR", default=[],
                         help="time evaluate.py on a run's whole test split (repeatable)")
     parser.add_argument("--eval-precision", choices=["float32", "mixed"], help="with --evaluate: inference precision")

@@ -104,8 +104,7 @@ def accuracy_metrics(y_true, y_pred, num_classes):
 
 
 # -----------------------------------------------------------------------------
-# The run and the data file
-
+# Leakage and significance
 
 def leakage_bins(distance, y_true, y_pred, num_classes, patch_size):
     """Test pixels by Chebyshev distance to the nearest training pixel: [{name, min, max, n, OA, AA}]
@@ -210,10 +209,12 @@ def choose_checkpoint(run_dir, config, state, select):
     return select, checkpoint, epoch
 
 
-def file_suffix(config, select, precision):
-    """'' for the run's own checkpoint selection and precision, else '-last', '-mixed', '-last-float32'...:
-    numbers made another way never overwrite the run's own."""
+def file_suffix(config, select, precision, data=None):
+    """'' for the run's own checkpoint selection, precision and data file, else '-last', '-mixed',
+    '-last-float32', '-<data file's stem>'...: numbers made another way never overwrite the run's own."""
     parts = [select] if select != config["select"] else []
+    if data and os.path.abspath(data) != os.path.abspath(config["data"]):
+        parts.append(os.path.splitext(os.path.basename(data))[0])
     if precision != config.get("precision", "float32"):
         parts.append(precision)
     return "".join(f"-{part}" for part in parts)
@@ -302,7 +303,7 @@ def describe(m):
     """The lines that say where a table's numbers come from, shared by headers and titles."""
     return [f"protocol: {m['protocol']}", f"model: {m['model']}",
             f"data: {m['data']} (sha256 {m['data_sha256'][:16]}...), {m['n_test']} test pixels",
-            f"normalisation: {m['normalisation']}"]
+            f"normalisation: {m['normalisation']}", f"split: {m['split']}"]
 
 
 def network_description(m):
@@ -384,6 +385,7 @@ def plot_confusion(path, cm, names, m):
         text_kw={"fontsize": 7 if len(names) > 10 else 9})
     ax.set(xlabel="predicted class", ylabel="true class")
     ax.set_title(f"{m['dataset_label']}: confusion matrix, rows normalised\n{m['protocol']}\n"
+                 f"data normalised {m['normalisation']}\n"
                  f"OA {pct(m['OA'])} %, AA {pct(m['AA'])} %, kappa {m['kappa']:.4f}, "
                  f"{m['n_test']} test pixels", fontsize=9)
     fig.tight_layout()
@@ -446,7 +448,8 @@ def plot_leakage(path, m):
               for b in bins]
     ax.set_xticks(x, labels, fontsize=8)
     ax.set(xlabel="Chebyshev distance to the nearest training pixel (pixels)", ylabel="accuracy (%)")
-    ax.set_title(f"{m['dataset_label']}: accuracy by distance to the training pixels\n{m['protocol']}", fontsize=9)
+    ax.set_title(f"{m['dataset_label']}: accuracy by distance to the training pixels\n{m['protocol']}\n"
+                 f"data normalised {m['normalisation']}", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, frameon=False)
     fig.tight_layout()
@@ -484,7 +487,7 @@ def evaluate_run(run_dir, data=None, select=None, precision=None, batch_size=BAT
                  test_seconds=round(seconds, 1), test_pixels_per_second=round(len(y_pred) / max(seconds, 1e-9), 1),
                  batch_size=batch_size)
         m["model"] = network_description(m)
-        suffix = file_suffix(config, select, precision)
+        suffix = file_suffix(config, select, precision, data)
         predict = network_predictor(clf, batch_size)
         maps = write_maps(pf, predict, pf.patch_size, batch_size, m, run_dir, suffix, y_pred) if make_map else []
     m["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
@@ -524,8 +527,8 @@ def test_report(pf, data, y_pred, stand_in, config, command):
         synthetic=synthetic or stand_in, stand_in=stand_in,
         data=os.path.basename(data), data_path=os.path.abspath(data), data_sha256=digest,
         data_matches_training=None if not trained_on else trained_on == digest,
-        normalise=info["normalise"], normalisation=info["normalisation"] or "not recorded",
-        split=attrs.get("split", "not recorded"), test_pixels_sha256=test_pixels_digest(pf),
+        normalise=info["normalise"], normalisation=info["normalisation"],
+        split=attrs["split"], test_pixels_sha256=test_pixels_digest(pf),
         n_test=int(len(y_true)),
         units="OA, AA, producer's and user's accuracy as fractions (0..1); kappa as a fraction",
         OA=acc["OA"], AA=acc["AA"], kappa=acc["kappa"], kappa_var=acc["kappa_var"], class_names=names,
@@ -567,8 +570,6 @@ def write_maps(pf, predict, patch_size, batch_size, m, run_dir, suffix, y_pred):
     names = m["class_names"]
     out = run_file(run_dir, suffix)
     palette = pf.palette
-    if palette is None:  # a file without colours: matplotlib's categorical ones
-        palette = (np.array([pyplot().cm.tab20(i % 20)[:3] for i in range(len(names))]) * 255).astype(int)
     t0 = time.time()
     labels = predict_scene(pf, predict, patch_size, batch_size)
     seconds = time.time() - t0
@@ -590,7 +591,8 @@ def write_maps(pf, predict, patch_size, batch_size, m, run_dir, suffix, y_pred):
     with replacing(out("map", "npy")) as tmp:
         np.save(tmp, labels)
     title = (f"{m['dataset_label']}: classification map, run {os.path.basename(os.path.normpath(m['run']))}\n"
-             f"{m['protocol']}; accuracy at the {int(at.sum())} test pixels {pct(accuracy)} %")
+             f"{m['protocol']}; data normalised {m['normalisation']}; "
+             f"accuracy at the {int(at.sum())} test pixels {pct(accuracy)} %")
     plot_labels(out("map", "png"), labels, palette, names, title)
     gt = [os.path.join(run_dir, f"ground_truth_{s}.png") for s in ("train", "test")]
     for path, split in zip(gt, ("train", "test")):
@@ -637,14 +639,15 @@ def run_metrics(run_dir, args):
             return json.load(f)
     select = args.select or config["select"]
     precision = args.precision or config.get("precision", "float32")
-    path = os.path.join(run_dir, f"metrics{file_suffix(config, select, precision)}.json")
+    data = args.data or config["data"]
+    path = os.path.join(run_dir, f"metrics{file_suffix(config, select, precision, data)}.json")
     if os.path.isfile(path):
         with open(path) as f:
             m = json.load(f)
-        # evaluate again if the run went on training since, or the data or labelling asked for differ,
-        # or the file predates the leakage report
+        # evaluate again if the run went on training since, or the data file changed, or the labelling
+        # asked for differs, or the file predates the leakage report
         current = m.get("epochs_done") == state.get("epochs_done") and "leakage" in m and "predictions" in m
-        same_data = not args.data or m.get("data_path") == os.path.abspath(args.data)
+        same_data = m.get("data_path") == os.path.abspath(data) and m.get("data_sha256") == sha256(data)
         if current and same_data and (m.get("stand_in") or not args.stand_in):
             return m
     return evaluate_run(run_dir, args.data, args.select, args.precision, args.batch_size, args.map,
@@ -669,9 +672,12 @@ def aggregate(runs, args):
             fail(f"the runs differ in {key} ({listing}); aggregate only runs of one protocol and one "
                  f"normalisation on one data set (use --select to pick one protocol)")
     first = ms[0]
+    same = len({m.get("test_pixels_sha256") for m in ms}) == 1  # else drawn splits differ between runs
+    count = lambda get: get(first) if same else None  # noqa: E731  (per-run counts differ otherwise)
     agg = dict(
         dataset=first["dataset"], dataset_label=first["dataset_label"], synthetic=first["synthetic"],
         protocol=first["protocol"], select=first.get("select"), normalisation=first.get("normalisation"),
+        split=sorted({str(m.get("split")) for m in ms}), same_test_pixels=same,
         n_runs=len(ms), runs=list(runs), models=[m.get("model", "?") for m in ms],
         precision=sorted({str(m.get("precision", "n/a")) for m in ms}),
         training_precision=sorted({str(m.get("training_precision", "n/a")) for m in ms}),
@@ -680,17 +686,17 @@ def aggregate(runs, args):
         data=sorted({m["data"] for m in ms}), data_sha256=sorted({m["data_sha256"] for m in ms}),
         checkpoints=[f"{m.get('checkpoint')} epoch {m.get('selected_epoch')}" for m in ms],
         **{k: dict(mean_std([m[k] for m in ms]), values=[m[k] for m in ms]) for k in ("OA", "AA", "kappa")},
-        per_class=[dict(**{"class": i + 1}, name=n, train=first["per_class"][i]["train"],
-                        test=first["per_class"][i]["test"],
+        per_class=[dict(**{"class": i + 1}, name=n, train=count(lambda m: m["per_class"][i]["train"]),
+                        test=count(lambda m: m["per_class"][i]["test"]),
                         producer_accuracy=mean_std([m["per_class"][i]["producer_accuracy"] for m in ms]),
                         user_accuracy=mean_std([m["per_class"][i]["user_accuracy"] for m in ms]))
                    for i, n in enumerate(first["class_names"])],
         leakage=dict(first["leakage"], bins=[
-            dict(name=b["name"], min=b["min"], max=b["max"], n=b["n"],
+            dict(name=b["name"], min=b["min"], max=b["max"], n=count(lambda m: m["leakage"]["bins"][i]["n"]),
                  OA=mean_std([m["leakage"]["bins"][i]["OA"] for m in ms]),
                  AA=mean_std([m["leakage"]["bins"][i]["AA"] for m in ms]))
             for i, b in enumerate(first["leakage"]["bins"])]),
-        leak_free=dict(definition=first["leak_free"]["definition"], n=first["leak_free"]["n"],
+        leak_free=dict(definition=first["leak_free"]["definition"], n=count(lambda m: m["leak_free"]["n"]),
                        **{k: mean_std([m["leak_free"][k] for m in ms]) for k in ("OA", "AA", "kappa")}),
         evaluated_at=datetime.datetime.now().isoformat(timespec="seconds"))
     out = args.out or os.path.dirname(os.path.abspath(runs[0]))
@@ -719,11 +725,14 @@ def write_aggregate_markdown(path, agg):
              f"- runs: {', '.join(f'`{r}`' for r in agg['runs'])}",
              f"- data: {', '.join(agg['data'])}, {agg['n_test']} test pixels",
              f"- normalisation: {agg['normalisation']}",
+             f"- split: {'; '.join(agg['split'])}" + ("" if agg["same_test_pixels"] else
+                                                    " (the runs' test pixels differ: pixel counts vary)"),
              "- mean ± sample standard deviation (ddof=1) over runs; accuracies in %, kappa as a fraction", "",
              "| No. | Class | Train | Test | Accuracy (%) | User's accuracy (%) |",
              "|---:|:---|---:|---:|---:|---:|"]
+    shown = lambda n: "varies" if n is None else n  # noqa: E731
     for c in agg["per_class"]:
-        lines.append(f"| {c['class']} | {c['name']} | {c['train']} | {c['test']} | "
+        lines.append(f"| {c['class']} | {c['name']} | {shown(c['train'])} | {shown(c['test'])} | "
                      f"{pm(c['producer_accuracy'])} | {pm(c['user_accuracy'])} |")
     lines += [f"| | **OA (%)** | | {agg['n_test']} | **{pm(agg['OA'])}** | |",
               f"| | **AA (%)** | | | **{pm(agg['AA'])}** | |",
@@ -732,9 +741,9 @@ def write_aggregate_markdown(path, agg):
               "| Distance (px) | Bin | Test pixels | OA (%) | AA (%) |", "|---|:---|---:|---:|---:|"]
     for b in agg["leakage"]["bins"]:
         span = f"{b['min']}-{b['max']}" if b["max"] is not None else f"> {b['min'] - 1}"
-        lines.append(f"| {span} | {b['name']} | {b['n']} | {pm(b['OA'])} | {pm(b['AA'])} |")
+        lines.append(f"| {span} | {b['name']} | {shown(b['n'])} | {pm(b['OA'])} | {pm(b['AA'])} |")
     lf = agg["leak_free"]
-    lines += ["", f"Leak-free view, {lf['definition']}: {lf['n']} test pixels, OA {pm(lf['OA'])} %, "
+    lines += ["", f"Leak-free view, {lf['definition']}: {shown(lf['n'])} test pixels, OA {pm(lf['OA'])} %, "
                   f"AA {pm(lf['AA'])} %, kappa {pm(lf['kappa'], kappa=True)}.", ""]
     write_text(path, "\n".join(lines) + "\n")
 
@@ -745,18 +754,29 @@ def write_aggregate_markdown(path, agg):
 def compare(run_a, run_b, args):
     """McNemar's test on the per-pixel correctness of two runs scored on the same test pixels."""
     ms = [run_metrics(r, args) for r in (run_a, run_b)]
-    if ms[0]["test_pixels_sha256"] != ms[1]["test_pixels_sha256"]:
+    if ms[0].get("test_pixels_sha256") is None or ms[0].get("test_pixels_sha256") != ms[1].get("test_pixels_sha256"):
         fail(f"{run_a} and {run_b} were scored on different test pixels (data {ms[0]['data']} and "
              f"{ms[1]['data']}); McNemar's test needs the same pixels")
-    preds = [np.load(os.path.join(r, m["predictions"])) for r, m in zip((run_a, run_b), ms)]
     with open_data(ms[0]["data_path"]) as pf:
+        if test_pixels_digest(pf) != ms[0]["test_pixels_sha256"]:
+            fail(f"{ms[0]['data_path']} no longer holds the test pixels {run_a} was scored on (prepared again "
+                 f"since?); evaluate both runs again")
         truth = pf.labels("test") + 1
+    preds = []
+    for r, m in zip((run_a, run_b), ms):
+        path = os.path.join(r, m["predictions"])
+        if not os.path.isfile(path):
+            fail(f"{path}: missing; evaluate {r} again")
+        preds.append(np.load(path))
+        if preds[-1].shape != truth.shape:
+            fail(f"{path}: {len(preds[-1])} predictions for {len(truth)} test pixels; evaluate {r} again")
     result = mcnemar(preds[0] == truth, preds[1] == truth)
     c = dict(dataset_label=ms[0]["dataset_label"], run_a=run_a, run_b=run_b,
              model_a=ms[0].get("model"), model_b=ms[1].get("model"),
              protocol_a=ms[0]["protocol"], protocol_b=ms[1]["protocol"],
              normalisation_a=ms[0].get("normalisation"), normalisation_b=ms[1].get("normalisation"),
-             data_a=ms[0]["data"], data_b=ms[1]["data"], test_pixels_sha256=ms[0]["test_pixels_sha256"],
+             data_a=ms[0]["data"], data_b=ms[1]["data"], split=ms[0]["split"],
+             test_pixels_sha256=ms[0]["test_pixels_sha256"],
              units="accuracies and their difference as fractions", **result,
              evaluated_at=datetime.datetime.now().isoformat(timespec="seconds"), command=args.command)
     out = args.out or os.path.dirname(os.path.abspath(run_a))
@@ -778,8 +798,11 @@ def compare_lines(c):
     lo, hi = c["OA_difference_ci95"]
     stat = f"chi-square {c['statistic']:.3f}, " if c["statistic"] is not None else ""
     return [f"# {c['dataset_label']}: A against B on the same {c['n']} test pixels", "",
-            f"- A: `{c['run_a']}`: {c['model_a']}; {c['protocol_a']}; {c['normalisation_a']}",
-            f"- B: `{c['run_b']}`: {c['model_b']}; {c['protocol_b']}; {c['normalisation_b']}",
+            f"- A: `{c['run_a']}`: {c['model_a']}; {c['protocol_a']}; data {c['data_a']} normalised "
+            f"{c['normalisation_a']}",
+            f"- B: `{c['run_b']}`: {c['model_b']}; {c['protocol_b']}; data {c['data_b']} normalised "
+            f"{c['normalisation_b']}",
+            f"- split: {c['split']}",
             "", "| | B correct | B wrong |", "|---|---:|---:|",
             f"| **A correct** | {c['both_correct']} | {c['only_a_correct']} |",
             f"| **A wrong** | {c['only_b_correct']} | {c['both_wrong']} |", "",

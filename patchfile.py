@@ -29,7 +29,8 @@ MODALITIES = ("hsi", "aux")
 SPLITS = ("train", "val", "test")
 PRECUT = ("train", "val")  # splits whose patches the file stores; the others are cut on reading
 MAPS = ("train_map", "test_map")
-REQUIRED_ATTRS = ("dataset", "class_names", "patch_size")
+REQUIRED_ATTRS = ("dataset", "class_names", "patch_size")  # in every file DataPrepare.py ever wrote
+FORMAT_ATTRS = REQUIRED_ATTRS + ("palette", "normalise", "normalisation", "split")  # format 2
 BAND_ROWS = 32  # scene rows held in memory at a time (plus P - 1 rows of context)
 WRITE_ROWS = 64  # scene rows normalised and written per step
 CUT_BATCH = 4096  # patches cut and written per step when the file is made
@@ -54,14 +55,14 @@ def cut_patches(scene, coords, patch_size):
     # negative indices would silently wrap around, so refuse anything outside the scene
     if coords.min() < 0 or coords[:, 0].max() >= h or coords[:, 1].max() >= w:
         raise ValueError(f"coords outside the {h} x {w} scene")
-    top, bottom = int(coords[:, 0].min()), int(coords[:, 0].max()) + 1
-    lo, hi = max(0, top - r), min(h, bottom + r)
-    band = np.zeros((bottom - top + 2 * r, w + 2 * r, c), np.float32)
-    band[lo - top + r:hi - top + r, r:r + w] = scene[lo:hi]
+    (top, left), (bottom, right) = coords.min(0), coords.max(0) + 1
+    lo, hi, first, last = max(0, top - r), min(h, bottom + r), max(0, left - r), min(w, right + r)
+    band = np.zeros((bottom - top + 2 * r, right - left + 2 * r, c), np.float32)
+    band[lo - top + r:hi - top + r, first - left + r:last - left + r] = scene[lo:hi, first:last]
     windows = np.lib.stride_tricks.sliding_window_view(band, (p, p), axis=(0, 1))
-    windows = np.moveaxis(windows, 2, -1)  # (rows, W, C, P, P) view -> (rows, W, P, P, C) view
-    # the window starting at band (i, j) is centred on scene (top + i, j)
-    return np.asarray(windows[coords[:, 0] - top, coords[:, 1]], np.float32)
+    windows = np.moveaxis(windows, 2, -1)  # (rows, cols, C, P, P) view -> (rows, cols, P, P, C) view
+    # the window starting at band (i, j) is centred on scene (top + i, left + j)
+    return np.asarray(windows[coords[:, 0] - top, coords[:, 1] - left], np.float32)
 
 
 class RowCache:
@@ -102,10 +103,16 @@ class RowCache:
         return out
 
 
+def row_major(coords):
+    """The order that sorts (row, col) coordinates row by row: how patches are read, a band of rows
+    at a time."""
+    coords = np.asarray(coords).reshape(-1, 2)
+    return np.lexsort((coords[:, 1], coords[:, 0]))
+
+
 def sorted_batches(coords, batch_size):
     """Indices into coords, row-major, batch_size at a time."""
-    coords = np.asarray(coords).reshape(-1, 2)
-    order = np.lexsort((coords[:, 1], coords[:, 0]))
+    order = row_major(coords)
     for i in range(0, len(order), batch_size):
         yield order[i:i + batch_size]
 
@@ -177,7 +184,7 @@ def write_contents(f, attrs, scene, splits, maps, patch_size):
         g.create_dataset(name, data=labels.astype(np.uint8 if labels.max() < 256 else np.uint16),
                          compression="gzip", shuffle=True)
     for split, (coords, labels) in splits.items():
-        order = np.lexsort((coords[:, 1], coords[:, 0]))  # row-major: patches are read in bands of rows
+        order = row_major(coords)
         coords, labels = coords[order], labels[order]
         s = f.create_group(split)
         s["coord"], s["label"] = coords.astype(np.int32), labels.astype(np.int32)
@@ -246,6 +253,10 @@ class PatchFile:
         if int(a["format_version"]) != FORMAT_VERSION:
             raise PatchFileError(f"{self.path}: patch file format {int(a['format_version'])}, this code reads "
                                  f"format {FORMAT_VERSION}; prepare it again with this DataPrepare.py")
+        missing = [k for k in FORMAT_ATTRS if k not in a]
+        if missing:
+            raise PatchFileError(f"{self.path}: attributes {missing} missing: not a complete patch file written "
+                                 f"by DataPrepare.py (it has attributes {sorted(a)})")
         for group, keys in (("scene", MODALITIES + MAPS), ("train", ("coord", "label") + MODALITIES),
                             ("test", ("coord", "label"))):
             self.group(group, keys)
@@ -306,14 +317,14 @@ class PatchFile:
 
     @property
     def palette(self):
-        return self.f.attrs.get("palette")
+        return self.f.attrs["palette"]
 
     def info(self):
         a = self.f.attrs
         return dict(dataset=text(a["dataset"]), class_names=self.class_names, num_classes=len(self.class_names),
                     patch_size=self.patch_size, hsi_bands=self.bands["hsi"], aux_bands=self.bands["aux"],
                     synthetic=bool(a.get("synthetic", False)), groups=self.splits,
-                    normalise=text(a.get("normalise", "scene")), normalisation=text(a.get("normalisation", "")))
+                    normalise=text(a["normalise"]), normalisation=text(a["normalisation"]))
 
     # --- the splits
     def labels(self, split):

@@ -163,6 +163,20 @@ def write_muufl_v73(path, arrays):
         scene_labels["labels"] = arrays["labels"].astype(np.float64).T
 
 
+def write_muufl_v73_cell(path, arrays):
+    """As write_muufl_v73, with Lidar a 1 x 2 cell array of structs (as GatorSense's own MATLAB code
+    indexes it, hsi.Lidar{i}.z): one dataset of references, each to a struct's group."""
+    with h5py.File(path, "w", userblock_size=512) as f:
+        hsi, refs = f.create_group("hsi"), f.create_group("#refs#")
+        hsi["Data"] = arrays["data"].T
+        cell = hsi.create_dataset("Lidar", (2, 1), dtype=h5py.ref_dtype)
+        for i in range(2):
+            element = refs.create_group(f"lidar{i}")
+            element["z"], element["x"] = arrays["z"][i].T, np.arange(arrays["labels"].shape[1], dtype=float)
+            cell[i, 0] = element.ref
+        hsi.create_group("sceneLabels")["labels"] = arrays["labels"].astype(np.float64).T
+
+
 def test_muufl_struct_file_with_a_drawn_split(tmp_path):
     arrays = muufl_arrays()
     folder = tmp_path / "MUUFLGulfport-0.1" / "MUUFLGulfportSceneLabels"
@@ -188,7 +202,7 @@ def test_muufl_struct_file_with_a_drawn_split(tmp_path):
     assert not np.array_equal(read(tmp_path / "other.h5")["train"]["coord"], d["train"]["coord"])
 
 
-@pytest.mark.parametrize("writer", [write_muufl_v5, write_muufl_v73])
+@pytest.mark.parametrize("writer", [write_muufl_v5, write_muufl_v73, write_muufl_v73_cell])
 def test_custom_reads_struct_fields_and_struct_arrays(tmp_path, writer):
     arrays = muufl_arrays()
     path = str(tmp_path / "scene.mat")
@@ -201,7 +215,7 @@ def test_custom_reads_struct_fields_and_struct_arrays(tmp_path, writer):
     np.testing.assert_allclose(d["scene"]["hsi"], normalised(arrays["data"]), atol=1e-6)
     dp.prepare("custom", str(tmp_path / "b.h5"), custom=dict(custom, aux=f"{path}:hsi.Lidar(2).z"), train_fraction=0.2)
     np.testing.assert_allclose(read(tmp_path / "b.h5")["scene"]["aux"], normalised(arrays["z"][1]), atol=1e-6)
-    with pytest.raises(dp.DataError, match=r"scene\.mat: 'hsi\.Lidar' has no field 'zz'; its fields are x, .*z"):
+    with pytest.raises(dp.DataError, match=r"scene\.mat: 'hsi\.Lidar' has no field 'zz'; its fields are .*x"):
         dp.prepare("custom", str(tmp_path / "c.h5"), custom=dict(custom, aux=f"{path}:hsi.Lidar.zz"), train_fraction=0.2)
     with pytest.raises(dp.DataError, match=r"'hsi\.Lidar' has no element 3 \(it holds 2"):
         dp.prepare("custom", str(tmp_path / "c.h5"), custom=dict(custom, aux=f"{path}:hsi.Lidar(3).z"), train_fraction=0.2)
@@ -262,7 +276,7 @@ def test_not_enough_room_is_refused_before_writing(tmp_path, monkeypatch):
     import shutil
     usage = shutil.disk_usage(tmp_path)
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=100_000))
-    with pytest.raises(dp.DataError, match=r"o\.h5: the patch file needs about 0\.0\d GB but .* has 0\.00 GB free"):
+    with pytest.raises(dp.DataError, match=r"o\.h5: the patch file needs about \d\.\d MB but .* has 0\.1 MB free"):
         dp.prepare("demo", str(tmp_path / "o.h5"))
     assert os.listdir(tmp_path) == []
 
@@ -276,7 +290,7 @@ def test_file_size_limit_refused_and_a_failing_write_ends_in_one_line(tmp_path):
                                       capture_output=True, text=True, timeout=300)
     proc = run(f"import DataPrepare; DataPrepare.main(['--dataset', 'demo', '--out', {out!r}])")
     assert proc.returncode == 1, proc.stderr
-    assert proc.stderr.strip().endswith("may write files of at most 0.00 GB (ulimit -f); raise the limit")
+    assert proc.stderr.strip().endswith("may write files of at most 1.0 MB (ulimit -f); raise the limit")
     proc = run("import DataPrepare; DataPrepare.check_room = lambda *a: None; "
                f"DataPrepare.main(['--dataset', 'demo', '--out', {out!r}])")
     assert proc.returncode == 1, proc.stderr

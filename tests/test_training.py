@@ -98,6 +98,11 @@ def test_a_file_not_made_by_dataprepare_is_refused(tmp_path):
         train(["--data", str(bad), "--out", str(tmp_path / "run")])
     with h5py.File(bad, "a") as f:
         f.attrs["format_version"] = 2
+    with pytest.raises(SystemExit, match=r"other.h5: attributes \['palette', 'normalise', 'normalisation', 'split'\] "
+                                         r"missing: not a complete patch file"):
+        train(["--data", str(bad), "--out", str(tmp_path / "run")])
+    with h5py.File(bad, "a") as f:
+        f.attrs.update(palette=[[0, 0, 0], [9, 9, 9]], normalise="scene", normalisation="x", split="given")
     with pytest.raises(SystemExit, match=r"other.h5: group 'scene' missing \(it has \['x'\]\): not a complete patch"):
         train(["--data", str(bad), "--out", str(tmp_path / "run")])
 
