@@ -20,9 +20,9 @@ patch), r < d <= 2r (the test patch overlaps a training patch), near (2r < d <= 
 (4r < d <= 10r) and far (d > 10r); each with its pixel count, OA and AA. The leak-free view is the same figures on the
 test pixels whose patch holds no training pixel (d > r).
 
-Files written into the run directory (SUFFIX is empty for the run's own checkpoint selection and
-precision, "-last", "-mixed", "-last-float32" etc. for another, so that numbers made another way never
-overwrite the run's own):
+Files written into the run directory (SUFFIX is empty for the run's own checkpoint selection, data
+file and precision, "-last", "-mixed", "-<other data file>", "-last-float32" etc. for another, so
+that numbers made another way never overwrite the run's own):
     metrics{SUFFIX}.json            every figure, the protocol, checkpoint, normalisation and data file
     metrics{SUFFIX}.md              the per-class table laid out like the paper's, the leakage table
     confusion_matrix{SUFFIX}.csv    counts; confusion_matrix{SUFFIX}.png row-normalised

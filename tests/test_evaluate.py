@@ -279,12 +279,13 @@ def test_stand_in_label_and_mixed_precision(trained_run, demo_h5, tmp_path, caps
         f.attrs["synthetic"], f.attrs["dataset"] = False, "houston2013"
     run = copy_run(trained_run, tmp_path / "run")
     evaluate.main(["--run", str(run), "--data", str(data), "--stand-in", "--precision", "mixed"])
-    m = json.loads((run / "metrics-mixed.json").read_text())  # not the run's own (float32) file
+    # another data file and another precision: not the run's own metrics.json
+    m = json.loads((run / "metrics-houston2013-mixed.json").read_text())
     assert not (run / "metrics.json").exists()
     assert m["stand_in"] and m["dataset_label"].startswith("houston2013 SYNTHETIC STAND-IN")
     assert m["precision"] == "mixed" and m["training_precision"] == "float32" and m["data_matches_training"] is False
-    assert "trained in float32, inferred in mixed" in (run / "metrics-mixed.md").read_text()
-    assert "SYNTHETIC STAND-IN" in (run / "metrics-mixed.md").read_text().splitlines()[0]
+    assert "trained in float32, inferred in mixed" in (run / "metrics-houston2013-mixed.md").read_text()
+    assert "SYNTHETIC STAND-IN" in (run / "metrics-houston2013-mixed.md").read_text().splitlines()[0]
     assert "SYNTHETIC STAND-IN" in capsys.readouterr().out
     assert keras.mixed_precision.dtype_policy().name == "float32"  # not left mixed for the process
 
