@@ -467,3 +467,9 @@ def test_compare_refuses_runs_on_other_test_pixels(trained_run, evaluated, tmp_p
     (other / "metrics.json").write_text(json.dumps(dict(m, test_pixels_sha256="0" * 64)))
     with pytest.raises(SystemExit, match="scored on different test pixels"):
         evaluate.main(["--compare", str(trained_run), str(other)])
+    # both claim the same pixels, but the patch file on disk now holds others (prepared again)
+    same = copy_run(trained_run, tmp_path / "same")
+    shutil.copy(other / "metrics.json", same / "metrics.json")
+    shutil.copy(other / "predictions.npy", same / "predictions.npy")
+    with pytest.raises(SystemExit, match="no longer holds the test pixels .* was scored on"):
+        evaluate.main(["--compare", str(other), str(same)])
