@@ -320,11 +320,15 @@ def leakage_lines(m):
              f"{lk['patch_size']}, radius {r})", "",
              "| Distance (px) | Bin | Test pixels | Share (%) | OA (%) | AA (%) |", "|---|:---|---:|---:|---:|---:|"]
     for b in lk["bins"]:
-        span = f"{b['min']}-{b['max']}" if b["max"] is not None else f"> {b['min'] - 1}"
-        lines.append(f"| {span} | {b['name']} | {b['n']} | {pct(b['n'] / m['n_test'])} | {pct(b['OA'])} | {pct(b['AA'])} |")
+        lines.append(f"| {bin_span(b)} | {b['name']} | {b['n']} | {pct(b['n'] / m['n_test'])} | {pct(b['OA'])} | {pct(b['AA'])} |")
     lines += ["", f"Leak-free view, {lf['definition']}: {lf['n']} of {m['n_test']} test pixels, "
                   f"OA {pct(lf['OA'])} %, AA {pct(lf['AA'])} %, kappa {kappa_text(lf['kappa'])}.", ""]
     return lines
+
+
+def bin_span(b):
+    """A leakage bin's distances in pixels: '6-10', or '> 50' for the open last bin."""
+    return f"{b['min']}-{b['max']}" if b["max"] is not None else f"> {b['min'] - 1}"
 
 
 def kappa_text(k):
@@ -444,8 +448,7 @@ def plot_leakage(path, m):
     if m["leak_free"]["n"]:
         ax.axhline(100 * m["leak_free"]["OA"], color="tab:red", lw=0.8, ls=":",
                    label=f"leak-free: OA {pct(m['leak_free']['OA'])} %")
-    labels = [f"{b['min']}-{b['max']}\n{b['name']}" if b["max"] is not None else f"> {b['min'] - 1}\n{b['name']}"
-              for b in bins]
+    labels = [f"{bin_span(b)}\n{b['name']}" for b in bins]
     ax.set_xticks(x, labels, fontsize=8)
     ax.set(xlabel="Chebyshev distance to the nearest training pixel (pixels)", ylabel="accuracy (%)")
     ax.set_title(f"{m['dataset_label']}: accuracy by distance to the training pixels\n{m['protocol']}\n"
@@ -713,7 +716,7 @@ def aggregate(runs, args):
 
 def pm(s, kappa=False):
     """'mean ± std' in the tables' units."""
-    f = (lambda x: "n/a" if x is None or np.isnan(x) else f"{x:.4f}") if kappa else pct
+    f = kappa_text if kappa else pct
     return f"{f(s['mean'])} ± {f(s['std'])}"
 
 
@@ -740,8 +743,7 @@ def write_aggregate_markdown(path, agg):
               "## Accuracy by distance to the nearest training pixel", "",
               "| Distance (px) | Bin | Test pixels | OA (%) | AA (%) |", "|---|:---|---:|---:|---:|"]
     for b in agg["leakage"]["bins"]:
-        span = f"{b['min']}-{b['max']}" if b["max"] is not None else f"> {b['min'] - 1}"
-        lines.append(f"| {span} | {b['name']} | {shown(b['n'])} | {pm(b['OA'])} | {pm(b['AA'])} |")
+        lines.append(f"| {bin_span(b)} | {b['name']} | {shown(b['n'])} | {pm(b['OA'])} | {pm(b['AA'])} |")
     lf = agg["leak_free"]
     lines += ["", f"Leak-free view, {lf['definition']}: {shown(lf['n'])} test pixels, OA {pm(lf['OA'])} %, "
                   f"AA {pm(lf['AA'])} %, kappa {pm(lf['kappa'], kappa=True)}.", ""]

@@ -323,7 +323,7 @@ class PatchFile:
         a = self.f.attrs
         return dict(dataset=text(a["dataset"]), class_names=self.class_names, num_classes=len(self.class_names),
                     patch_size=self.patch_size, hsi_bands=self.bands["hsi"], aux_bands=self.bands["aux"],
-                    synthetic=bool(a.get("synthetic", False)), groups=self.splits,
+                    synthetic=bool(a.get("synthetic", False)),
                     normalise=text(a["normalise"]), normalisation=text(a["normalisation"]))
 
     # --- the splits
@@ -364,13 +364,15 @@ class PatchFile:
         for idx in sorted_batches(coords, batch_size):
             yield idx, {m: caches[m].cut(coords[idx]) for m in MODALITIES}
 
-    def load(self, split, stop=None):
-        """A split in memory: {"hsi", "aux", "label", "coord"} (for the small train and val sets)."""
+    def load(self, split, stop=None, patch_size=None):
+        """The first `stop` pixels of a split in memory: {"hsi", "aux", "label", "coord"} (for the
+        small train and val sets), patches of patch_size (the file's by default)."""
         g = self.group(split)
         n = len(g["label"]) if stop is None else min(stop, len(g["label"]))
+        p = patch_size or self.patch_size
         out = {"label": g["label"][:n], "coord": g["coord"][:n]}
-        out.update({m: np.zeros((n, self.patch_size, self.patch_size, b), np.float32) for m, b in self.bands.items()})
-        for idx, patches in self.batches(split, CUT_BATCH, stop=n):
+        out.update({m: np.zeros((n, p, p, b), np.float32) for m, b in self.bands.items()})
+        for idx, patches in self.batches(split, CUT_BATCH, stop=n, patch_size=p):
             for m in MODALITIES:
                 out[m][idx] = patches[m]
         return out
@@ -385,11 +387,7 @@ class PatchFile:
             coords = np.stack([pixel // w, pixel % w], 1)
             yield coords[:, 0], coords[:, 1], {m: caches[m].cut(coords) for m in MODALITIES}
 
-    def pixels(self, split, stop=None):
+    def pixels(self, split):
         """The values of a split's own pixels: {"hsi": (N, B), "aux": (N, A)} (patches of size 1)."""
-        n = len(self.labels(split)) if stop is None else min(stop, len(self.labels(split)))
-        out = {m: np.zeros((n, b), np.float32) for m, b in self.bands.items()}
-        for idx, x in self.batches(split, CUT_BATCH, stop=n, patch_size=1):
-            for m in MODALITIES:
-                out[m][idx] = x[m][:, 0, 0]
-        return out
+        one = self.load(split, patch_size=1)
+        return {m: one[m][:, 0, 0] for m in MODALITIES}
