@@ -1,8 +1,8 @@
 """Speed and memory on this machine: training and inference patches/s per mode, in one run; the
 preparation of scenes and the evaluation of runs, timed whole with their peak memory.
 
-    python benchmark.py --data data/houston2013.h5            # a DataPrepare.py file (or the stand-in)
-    python benchmark.py --data data/houston2013.h5 --modes plain-fp32,fast-mixed --steps 20
+    python benchmark.py --data data/houston2013.h5            # any DataPrepare.py file
+    python benchmark.py --data data/berlin.h5 --modes mixed --steps 20 --batch-size 128
     python benchmark.py --data data/houston2013.h5 --floor    # + the coupled blocks' convolutions alone
     python benchmark.py --prepare houston2013=/tmp/houston2013.mat --prepare berlin=/tmp/synthetic
     python benchmark.py --evaluate runs/berlin --eval-precision mixed   # evaluate.py, whole test split
@@ -11,10 +11,9 @@ preparation of scenes and the evaluation of runs, timed whole with their peak me
 scenes at the real sizes) and prints its wall time, peak memory and file size; --evaluate RUN runs
 evaluate.py on a run and prints its wall time, peak memory and test-set pixels/s.
 
-Modes: 'plain' runs the two streams of each coupled block separately and, for inference, the whole
-model (decoders too), as a straightforward build would; 'fast' stacks the streams through each
-shared convolution and infers with the classification path alone. fp32 or mixed precision
-(bfloat16 on CPUs, float16 on GPUs). Every figure is relative to plain-fp32. --floor times the
+Modes: fp32, or mixed precision (bfloat16 on CPUs, float16 on GPUs); training runs the whole network
+(both decoders), inference the classification path alone, as evaluate.py does. Every figure is
+relative to the first mode. --floor times the
 sixteen 64-channel convolutions of the coupled blocks alone: they carry most of the network's
 FLOPs, so their time bounds what any build using the same convolution kernels can reach on the
 machine. Outside the tests: it takes minutes.
@@ -34,8 +33,7 @@ import numpy as np
 import model
 from patchfile import PatchFile
 
-MODES = {"plain-fp32": (False, "float32"), "fast-fp32": (True, "float32"),
-         "plain-mixed": (False, "mixed"), "fast-mixed": (True, "mixed")}
+MODES = {"fp32": "float32", "mixed": "mixed"}
 
 
 def machine():
@@ -72,15 +70,13 @@ def infer_speed(net, x, batch_size):
 
 
 def bench_mode(name, info, train, test, args):
-    stacked, precision = MODES[name]
-    policy = model.set_precision(precision)
-    config = {**model.DEFAULTS, "stacked_streams": stacked}
+    policy = model.set_precision(MODES[name])
+    config = {**model.DEFAULTS, "batch_size": args.batch_size}
     net = model.build_model(**model.architecture(config, info))
     model.compile_model(net, config)
     batches = model.RotatedPatches(train, config["batch_size"], seed=0)
     train_ps = train_speed(net, batches, args.steps)
-    infer_net = model.classifier(net) if stacked else net
-    infer_ps = infer_speed(infer_net, {"hsi": test["hsi"], "aux": test["aux"]}, args.infer_batch)
+    infer_ps = infer_speed(model.classifier(net), {"hsi": test["hsi"], "aux": test["aux"]}, args.infer_batch)
     floor = conv_floor(info, config, args.steps, args.infer_batch) if args.floor else (None, None)
     keras.mixed_precision.set_dtype_policy("float32")
     return dict(mode=name, policy=policy, train=train_ps, infer=infer_ps, floor_train=floor[0], floor_infer=floor[1])
@@ -175,7 +171,8 @@ def run_one(args):
 def spawn(mode, args):
     """Each mode in its own process, so that no mode inherits another's threads, caches or memory."""
     cmd = [sys.executable, os.path.abspath(__file__), "--one", mode, "--data", args.data, "--steps", str(args.steps),
-           "--infer-patches", str(args.infer_patches), "--infer-batch", str(args.infer_batch)] + \
+           "--batch-size", str(args.batch_size), "--infer-patches", str(args.infer_patches),
+           "--infer-batch", str(args.infer_batch)] + \
         (["--floor"] if args.floor else [])
     run = subprocess.run(cmd, capture_output=True, text=True)
     lines = [line for line in run.stdout.splitlines() if line.startswith("RESULT ")]
@@ -186,9 +183,11 @@ def spawn(mode, args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", help="patch file from DataPrepare.py (Houston 2013 or its stand-in)")
+    parser.add_argument("--data", help="patch file from DataPrepare.py")
     parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, of {', '.join(MODES)}")
-    parser.add_argument("--steps", type=int, default=20, help="timed training steps of batch 64 per mode")
+    parser.add_argument("--steps", type=int, default=20, help="timed training steps per mode")
+    parser.add_argument("--batch-size", type=int, default=model.DEFAULTS["batch_size"],
+                        help="training batch (default: model.py's batch_size)")
     parser.add_argument("--rounds", type=int, default=2, help="each mode is timed this many times, interleaved; "
                         "the best is kept (the machine may be shared)")
     parser.add_argument("--infer-patches", type=int, default=4096, help="test patches timed for inference")
@@ -218,7 +217,7 @@ def main():
         info = pf.info()
     label = " (synthetic demo)" if info["synthetic"] else " (synthetic stand-in)" if args.stand_in else ""
     print(f"{args.data}: {info['dataset']}{label}, {info['hsi_bands']} + {info['aux_bands']} bands, "
-          f"{info['num_classes']} classes, patch {info['patch_size']}; batch 64, {args.steps} timed steps; "
+          f"{info['num_classes']} classes, patch {info['patch_size']}; batch {args.batch_size}, {args.steps} timed steps; "
           f"inference on {args.infer_patches} test patches, batch {args.infer_batch}; best of {args.rounds} rounds")
     modes = args.modes.split(",")
     best = {}
@@ -230,7 +229,7 @@ def main():
                           **{k: max(r[k], old[k]) for k in ("floor_train", "floor_infer") if r[k]}}
     for name in modes:
         r = best[name]
-        print(f"  {name:12s} {r['policy']:15s} train {r['train']:6.1f} patches/s ({64000 / r['train']:5.0f} ms/batch, "
+        print(f"  {name:12s} {r['policy']:15s} train {r['train']:6.1f} patches/s ({1000 * args.batch_size / r['train']:5.0f} ms/batch, "
               f"{r['epoch_patches'] / r['train']:5.1f} s/epoch)   infer {r['infer']:6.1f} patches/s "
               f"({r['scene_pixels'] / r['infer'] / 60:5.1f} min per full-scene map)   peak {r['peak_gb']:.2f} GB")
     if args.floor:
@@ -239,10 +238,10 @@ def main():
         for name in modes:
             r = best[name]
             print(f"  {name:12s} {r['policy']:15s} train {r['floor_train']:6.1f} patches/s "
-                  f"({64000 / r['floor_train']:5.0f} ms/batch, {r['epoch_patches'] / r['floor_train']:5.1f} s/epoch)   "
+                  f"({1000 * args.batch_size / r['floor_train']:5.0f} ms/batch, {r['epoch_patches'] / r['floor_train']:5.1f} s/epoch)   "
                   f"infer {r['floor_infer']:6.1f} patches/s ({r['scene_pixels'] / r['floor_infer'] / 60:5.1f} min "
                   f"per full-scene map)")
-    base = best.get("plain-fp32", best[modes[0]])
+    base = best[modes[0]]
     print(f"relative to {base['mode']}:")
     for name in modes:
         print(f"  {name:12s} train x{best[name]['train'] / base['train']:.2f}   infer x{best[name]['infer'] / base['infer']:.2f}")

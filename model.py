@@ -28,8 +28,8 @@ self_loop = True  # ablation: False keeps the forward stage only
 reconstruction = True  # ablation: False drops both decoders (lambda1 = lambda2 = 0)
 select = "last"  # checkpoint: last (honest) | val (best on the carved validation group) | authors (best on TEST)
 precision = "float32"  # float32 | mixed (bfloat16 on CPUs, float16 on GPUs; outputs stay float32)
-stacked_streams = True  # both streams through each shared convolution as one batch (same result, faster)
 seed = 0
+max_minutes = 0.0  # 0: no limit; else stop cleanly after the epoch that passes it (go on with --resume)
 resume = ""  # run directory to continue; its config.json is used and other overrides are refused
 # ---------------------------------------------------------------------------------------------
 DEFAULTS = {k: v for k, v in dict(globals()).items() if not k.startswith("_") and type(v) in (str, int, float, bool)}
@@ -40,8 +40,10 @@ import datetime  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import os  # noqa: E402
+import shlex  # noqa: E402
 import shutil  # noqa: E402
 import sys  # noqa: E402
+import time  # noqa: E402
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -52,6 +54,8 @@ from layers import KERNEL_INIT, CoupledSelfLoopingBlock, CrossModalDecoder, Spec
 from losses import BatchRMSE  # noqa: E402
 from patchfile import PatchFile, PatchFileError  # noqa: E402
 
+HELD_OUT = {"val": "val", "authors": "test"}  # the split whose accuracy each protocol monitors
+
 PROTOCOLS = {
     "last": "last epoch (no checkpoint selection)",
     "val": "best validation accuracy (validation pixels carved from the training set)",
@@ -60,16 +64,15 @@ PROTOCOLS = {
 
 
 # ----------------------------------------------------------------------------- the network
-def branch(hsi, aux, kernel_size, filters=64, fusion_units=32, coupled=True, self_loop=True, stacked=True,
-           bn_momentum=0.99):
+def branch(hsi, aux, kernel_size, filters=64, fusion_units=32, coupled=True, self_loop=True, bn_momentum=0.99):
     """One coupled self-looping branch of kernel size k: returns (fused 32-vector, HSI 256, aux 256)."""
     k = kernel_size
     conv = lambda name: layers.Conv2D(filters, k, padding="same", activation="relu",
                                       kernel_initializer=KERNEL_INIT, name=name)
     x_hsi = conv(f"hsi_stem_k{k}")(SpectralStem(name=f"spectral_stem_k{k}")(hsi))
     x_aux = conv(f"aux_stem_k{k}")(aux)
-    block = CoupledSelfLoopingBlock(filters, k, coupled=coupled, self_loop=self_loop, stacked=stacked,
-                                    bn_momentum=bn_momentum, name=f"coupled_block_k{k}")
+    block = CoupledSelfLoopingBlock(filters, k, coupled=coupled, self_loop=self_loop, bn_momentum=bn_momentum,
+                                    name=f"coupled_block_k{k}")
     v_hsi, v_aux = block([x_hsi, x_aux])
     fused = layers.Dense(fusion_units, activation="relu", kernel_initializer=KERNEL_INIT, name=f"fusion_k{k}")(
         layers.Concatenate(name=f"concat_k{k}")([v_hsi, v_aux]))
@@ -77,14 +80,14 @@ def branch(hsi, aux, kernel_size, filters=64, fusion_units=32, coupled=True, sel
 
 
 def build_model(hsi_bands, aux_bands, num_classes, patch_size=11, filters=64, fusion_units=32,
-                kernel_sizes=(3, 5), coupled=True, self_loop=True, reconstruction=True, stacked=True, bn_momentum=0.99):
+                kernel_sizes=(3, 5), coupled=True, self_loop=True, reconstruction=True, bn_momentum=0.99):
     """The network of Fig. 1: inputs {'hsi': (P, P, B), 'aux': (P, P, A)}, outputs
     {'class': softmax over C, 'rec_aux': second modality from HSI features (H -> L),
      'rec_hsi': HSI from second-modality features (L -> H)}; without reconstruction only 'class'."""
     p = patch_size
     hsi = keras.Input((p, p, hsi_bands), name="hsi")
     aux = keras.Input((p, p, aux_bands), name="aux")
-    branches = [branch(hsi, aux, k, filters, fusion_units, coupled, self_loop, stacked, bn_momentum)
+    branches = [branch(hsi, aux, k, filters, fusion_units, coupled, self_loop, bn_momentum)
                 for k in kernel_sizes]
     join = lambda xs, name: layers.Concatenate(name=name)(xs) if len(xs) > 1 else xs[0]
     fused = join([b[0] for b in branches], "concat_branches")
@@ -108,7 +111,7 @@ def architecture(config, data_attrs):
                 filters=config["filters"], fusion_units=config["fusion_units"],
                 kernel_sizes=parse_kernel_sizes(config["kernel_sizes"]), coupled=config["coupled"],
                 self_loop=config["self_loop"], reconstruction=config["reconstruction"],
-                stacked=config["stacked_streams"], bn_momentum=config["bn_momentum"])
+                bn_momentum=config["bn_momentum"])
 
 
 def parse_kernel_sizes(text):
@@ -142,8 +145,7 @@ def load_classifier(run_dir, checkpoint="selected", precision="float32"):
     """The classification path of a trained run, rebuilt in `precision` with the checkpoint's weights.
 
     checkpoint: "selected" (the run's own protocol) or "final" (last epoch)."""
-    with open(os.path.join(run_dir, "config.json")) as f:
-        config = json.load(f)
+    config = read_config(run_dir)
     set_precision(precision)
     net = build_model(**config["architecture"])
     net.load_weights(os.path.join(run_dir, f"{checkpoint}.keras"))
@@ -151,7 +153,20 @@ def load_classifier(run_dir, checkpoint="selected", precision="float32"):
 
 
 class RunError(ValueError):
-    """A run directory that cannot be continued."""
+    """A run directory that cannot be read or continued."""
+
+
+def read_config(run_dir):
+    """A run's config.json; refuses runs whose network this version cannot rebuild."""
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.exists(path):
+        raise RunError(f"{run_dir}: no config.json: not a run directory of model.py")
+    with open(path) as f:
+        config = json.load(f)
+    if "stacked" in config.get("architecture", {}):
+        raise RunError(f"{run_dir}: made by an older model.py whose batch norms stored both streams in one layer "
+                       f"(stacked_streams); its checkpoints do not load into this version: train it again")
+    return config
 
 
 # ----------------------------------------------------------------------------- input pipeline
@@ -236,10 +251,34 @@ class HeldOutAccuracy(keras.callbacks.Callback):
             logs[f"{self.split}_accuracy"] = float(np.mean(labels == pf.labels(self.split)))
 
 
+class EpochClock(keras.callbacks.Callback):
+    """Logs each epoch's training time as 'epoch_seconds' (the first epoch of a process includes
+    tracing and compilation) and stops the run cleanly after the epoch that passes max_minutes."""
+
+    def __init__(self, max_minutes=0.0):
+        super().__init__()
+        self.max_seconds = 60 * max_minutes
+
+    def on_train_begin(self, logs=None):
+        self.started = time.perf_counter()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = time.perf_counter()
+        logs["epoch_seconds"] = now - self.epoch_started
+        if self.max_seconds and now - self.started >= self.max_seconds:
+            self.model.stop_training = True
+            print(f"max_minutes={self.max_seconds / 60:g} reached: stopping after epoch {epoch + 1}")
+
+
 class RunState(keras.callbacks.Callback):
-    """Keeps the run directory resumable. After every epoch: a row of history.csv, final.keras,
-    selected.keras when the monitored held-out accuracy improves (select val or authors), and
-    state.json last, so that a run killed mid-way resumes from a consistent epoch."""
+    """Keeps the run directory resumable. After every epoch, in this order: a row of history.csv,
+    final.keras, selected.keras when the monitored held-out accuracy improves (select val or
+    authors), and state.json last, with final.keras's digest. A run killed part-way leaves at most
+    a stray history row (dropped on resuming) or a final.keras one epoch ahead of state.json
+    (rolled forward on resuming, see roll_forward)."""
 
     def __init__(self, run_dir, state, monitor=None):
         super().__init__()
@@ -251,7 +290,7 @@ class RunState(keras.callbacks.Callback):
         if self.monitor and logs[self.monitor] > self.state.get("best", -1.0):
             save_model(self.model, os.path.join(self.run_dir, "selected.keras"))
             self.state.update(best=logs[self.monitor], selected_epoch=epoch + 1)
-        self.state["epochs_done"] = epoch + 1
+        self.state.update(epochs_done=epoch + 1, final_sha256=sha256(os.path.join(self.run_dir, "final.keras")))
         write_json(os.path.join(self.run_dir, "state.json"), self.state)
 
 
@@ -297,9 +336,9 @@ def parse_config(argv):
                             metavar=name.upper() if name not in choices else None, help=f"default: {default}")
     given = {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
     if given.get("resume"):
-        extra = sorted(set(given) - {"resume", "epochs"})
+        extra = sorted(set(given) - {"resume", "epochs", "max_minutes"})
         if extra:
-            parser.error(f"--resume continues a run with its own config.json; only --epochs may change, "
+            parser.error(f"--resume continues a run with its own config.json; only --epochs and --max_minutes may change, "
                          f"not {', '.join('--' + k for k in extra)}")
         return given
     config = {**DEFAULTS, **given}
@@ -350,26 +389,50 @@ def new_run(config, argv):
     config = {**config, "out": run_dir, "data": os.path.abspath(config["data"])}
     config.update(architecture=architecture(config, info), protocol=PROTOCOLS[config["select"]],
                   data_sha256=sha256(config["data"]), dataset=info["dataset"], synthetic=info["synthetic"],
-                  command=" ".join(["python", "model.py", *argv]), keras=keras.__version__,
+                  command=shlex.join(["python", "model.py", *argv]), keras=keras.__version__,
                   backend=keras.backend.backend(), gpus=gpu_count(),
                   started=datetime.datetime.now().isoformat(timespec="seconds"))
     write_json(os.path.join(run_dir, "config.json"), config)
-    return config, {"select": config["select"], "epochs_done": 0}
+    return config, {"epochs_done": 0}
 
 
-def resume_run(run_dir, epochs=None):
-    with open(os.path.join(run_dir, "config.json")) as f:
-        config = {**json.load(f), "out": run_dir}  # the directory as named now, wherever we run from
+def resume_run(run_dir, epochs=None, max_minutes=None):
+    config = {**read_config(run_dir), "out": run_dir}  # the directory as named now, wherever we run from
     state_path = os.path.join(run_dir, "state.json")
     if not os.path.exists(state_path) or not os.path.exists(os.path.join(run_dir, "final.keras")):
         raise RunError(f"{run_dir}: no state.json / final.keras yet: nothing to resume, start it again")
     with open(state_path) as f:
         state = json.load(f)
-    if epochs is not None:
-        config["epochs"] = epochs
+    changes = {k: v for k, v in (("epochs", epochs), ("max_minutes", max_minutes)) if v is not None}
+    if changes:
+        config.update(changes)
         write_json(os.path.join(run_dir, "config.json"), config)
+    state = roll_forward(run_dir, config, state)
     truncate_history(os.path.join(run_dir, "history.csv"), state["epochs_done"])
     return config, state
+
+
+def roll_forward(run_dir, config, state):
+    """A run killed after saving an epoch's final.keras but before writing its state.json has a
+    checkpoint one epoch ahead of its state. That epoch did finish (its history row is written
+    first), so its state is completed from that row, selected.keras included."""
+    final = os.path.join(run_dir, "final.keras")
+    if state.get("final_sha256") in (None, sha256(final)):
+        return state
+    with open(os.path.join(run_dir, "history.csv")) as f:
+        rows = list(csv.DictReader(f))
+    done = state["epochs_done"]
+    if len(rows) <= done:
+        raise RunError(f"{run_dir}: final.keras is newer than state.json, but history.csv has no row for epoch "
+                       f"{done + 1}: the run cannot be continued consistently; start it again")
+    monitor = f"{HELD_OUT[config['select']]}_accuracy" if config["select"] in HELD_OUT else None
+    if monitor and float(rows[done][monitor]) > state.get("best", -1.0):
+        shutil.copyfile(final, os.path.join(run_dir, "selected.keras"))
+        state.update(best=float(rows[done][monitor]), selected_epoch=done + 1)
+    state.update(epochs_done=done + 1, final_sha256=sha256(final))
+    write_json(os.path.join(run_dir, "state.json"), state)
+    print(f"{run_dir}: final.keras was saved for epoch {done + 1} but state.json was not: completed from history.csv")
+    return state
 
 
 def truncate_history(path, rows):
@@ -381,9 +444,9 @@ def truncate_history(path, rows):
             f.writelines(lines[:rows + 1])
 
 
-def train(config, state, net=None):
+def train(config, state):
     run_dir = config["out"]
-    held_out = {"val": "val", "authors": "test"}.get(config["select"])
+    held_out = HELD_OUT.get(config["select"])
     with PatchFile(config["data"]) as pf:
         info, data = pf.info(), pf.load("train")
         if held_out:
@@ -401,7 +464,8 @@ def train(config, state, net=None):
             compile_model(net, config)
     batches = RotatedPatches(data, config["batch_size"], config["seed"], epoch=state["epochs_done"],
                              reconstruction=config["reconstruction"])
-    callbacks = [keras.callbacks.LearningRateScheduler(lambda e: lr_at(e, config))]
+    callbacks = [EpochClock(config.get("max_minutes", 0.0)),
+                 keras.callbacks.LearningRateScheduler(lambda e: lr_at(e, config))]
     if held_out:
         callbacks.append(HeldOutAccuracy(config["data"], held_out))
     callbacks.append(RunState(run_dir, state, f"{held_out}_accuracy" if held_out else None))
@@ -420,8 +484,12 @@ def finish(run_dir, state, config):
         state["selected_epoch"] = state["epochs_done"]
     write_json(os.path.join(run_dir, "state.json"), state)
     plot_curves(os.path.join(run_dir, "history.csv"), os.path.join(run_dir, "curves.png"), config)
-    print(f"done: {state['epochs_done']} epochs; selected.keras is epoch {state.get('selected_epoch')} "
-          f"({PROTOCOLS[config['select']]}); files in {run_dir}; next: python evaluate.py --run {run_dir}")
+    done = f"done: {state['epochs_done']} epochs"
+    if state["epochs_done"] < config["epochs"]:
+        done = (f"stopped at max_minutes after {state['epochs_done']} of {config['epochs']} epochs (go on: "
+                f"python model.py --resume {shlex.quote(run_dir)})")
+    print(f"{done}; selected.keras is epoch {state.get('selected_epoch')} ({PROTOCOLS[config['select']]}); "
+          f"files in {run_dir}; next: python evaluate.py --run {shlex.quote(run_dir)}")
 
 
 def plot_curves(history_csv, png, config):
@@ -442,6 +510,9 @@ def plot_curves(history_csv, png, config):
     for key, label in labels.items():
         if key in rows[0]:
             ax_acc.plot(epochs, [float(r[key]) for r in rows], label=label)
+    if "test_accuracy" in rows[0]:  # what the authors' protocol would report if stopped at each epoch
+        best = np.maximum.accumulate([float(r["test_accuracy"]) for r in rows])
+        ax_acc.plot(epochs, best, "--", label="best TEST accuracy so far (the authors' protocol reports this)")
     ax_loss.set(xlabel="epoch", ylabel="loss", yscale="log", title="training losses")
     ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
     for ax in (ax_loss, ax_acc):
@@ -459,7 +530,7 @@ def main(argv=None):
     config = parse_config(argv)
     try:
         if config.get("resume"):
-            config, state = resume_run(config["resume"], config.get("epochs"))
+            config, state = resume_run(config["resume"], config.get("epochs"), config.get("max_minutes"))
         else:
             config, state = new_run(config, argv)
         train(config, state)

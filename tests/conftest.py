@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,6 +20,20 @@ HOUSTON_DIR = SHARED_DIR / "data" / "houston2013"
 # Per-class counts of the standard Houston 2013 split (../shared/data/README.md).
 HOUSTON_TRAIN_COUNTS = [198, 190, 192, 188, 186, 182, 196, 191, 193, 191, 181, 192, 184, 181, 187]
 HOUSTON_TEST_COUNTS = [1053, 1064, 505, 1056, 1056, 143, 1072, 1053, 1059, 1036, 1054, 1041, 285, 247, 473]
+
+
+def reference_patches(scene, coords, p):
+    """Patches cut the authors' way, pixel by pixel, zero outside the scene: the reference that
+    patchfile.cut_patches is checked against."""
+    r = p // 2
+    out = np.zeros((len(coords), p, p, scene.shape[2]), np.float32)
+    for n, (row, col) in enumerate(coords):
+        for i in range(p):
+            for j in range(p):
+                y, x = row + i - r, col + j - r
+                if 0 <= y < scene.shape[0] and 0 <= x < scene.shape[1]:
+                    out[n, i, j] = scene[y, x]
+    return out
 
 
 def pytest_configure(config):
@@ -41,3 +56,13 @@ def need_shared(path):
 @pytest.fixture(scope="session")
 def houston_dir():
     return need_shared(HOUSTON_DIR)
+
+
+@pytest.fixture(scope="session")
+def demo_h5(tmp_path_factory):
+    """DataPrepare's synthetic demo scene with a validation group (20 % of the training pixels),
+    prepared once for the whole session. Tests read it; a test that changes a file copies it first."""
+    import DataPrepare
+    out = tmp_path_factory.mktemp("data") / "demo.h5"
+    DataPrepare.prepare("demo", str(out), val_fraction=0.2)
+    return out

@@ -15,7 +15,7 @@ import tifffile
 
 import DataPrepare as dp
 import patchfile
-from conftest import HOUSTON_TEST_COUNTS, HOUSTON_TRAIN_COUNTS
+from conftest import HOUSTON_TEST_COUNTS, HOUSTON_TRAIN_COUNTS, reference_patches
 
 H, W = 349, 1905  # Houston 2013
 
@@ -235,11 +235,45 @@ def test_hdf5_layout_attributes_and_dtypes(tmp_path):
     # patches are the normalised scene around their coordinate, unrotated
     rows, cols = data["train/coord"].T
     assert np.array_equal(data["train/hsi"][:, 5, 5], scene[rows, cols])
-    assert np.array_equal(data["train/aux"], patchfile.cut_patches(data["scene/aux"], data["train/coord"], 11))
+    assert np.array_equal(data["train/aux"], reference_patches(data["scene/aux"], data["train/coord"], 11))
+    assert np.array_equal(data["train/hsi"], reference_patches(scene, data["train/coord"], 11))
     assert "test/hsi" not in data and data["test/coord"].shape == (4400, 2)  # cut when read
     assert np.array_equal(data["scene/test_map"], demo["test"]) and np.array_equal(data["scene/train_map"], demo["train"])
     with h5py.File(out, "r") as f:
         assert f["scene/hsi"].chunks is not None and f["train/hsi"].compression is None
+
+
+def test_scene_and_patches_written_in_many_blocks_equal_one_block(tmp_path, monkeypatch):
+    """A scene taller than a write block and more patches than a cutting batch: the blocks and
+    batches (here 3 rows and 5 patches, against 20 rows and 23 training patches) tile without
+    gaps or overlaps."""
+    specs = custom_scene(tmp_path)
+    dp.prepare("custom", str(tmp_path / "one.h5"), custom=specs, patch_size=5)
+    monkeypatch.setattr(patchfile, "WRITE_ROWS", 3)
+    monkeypatch.setattr(patchfile, "CUT_BATCH", 5)
+    dp.prepare("custom", str(tmp_path / "many.h5"), custom=specs, patch_size=5)
+    one, many = read_h5(tmp_path / "one.h5"), read_h5(tmp_path / "many.h5")
+    assert many["scene/hsi"].shape == (20, 30, 4) and len(many["train/label"]) == 23
+    for key in ("scene/hsi", "scene/aux", "train/hsi", "train/aux", "train/coord", "test/coord"):
+        np.testing.assert_array_equal(many[key], one[key], err_msg=key)
+    np.testing.assert_array_equal(many["train/hsi"], reference_patches(many["scene/hsi"], many["train/coord"], 5))
+
+
+def test_npz_archive_with_keys_reads_like_separate_npy_files(tmp_path):
+    specs = custom_scene(tmp_path)
+    arrays = {name: np.load(path) for name, path in specs.items()}
+    np.savez(tmp_path / "scene.npz", cube=arrays["hsi"], dsm=arrays["aux"], tr=arrays["train"].astype(float),
+             te=arrays["test"].astype(float), extra=np.arange(3))
+    npz = {name: f"{tmp_path / 'scene.npz'}:{key}" for name, key in
+           (("hsi", "cube"), ("aux", "dsm"), ("train", "tr"), ("test", "te"))}
+    dp.prepare("custom", str(tmp_path / "npy.h5"), custom=specs, patch_size=5)
+    dp.prepare("custom", str(tmp_path / "npz.h5"), custom=npz, patch_size=5)
+    a, b = read_h5(tmp_path / "npy.h5"), read_h5(tmp_path / "npz.h5")
+    for key in ("scene/hsi", "scene/aux", "train/label", "train/coord", "test/label", "test/coord"):
+        np.testing.assert_array_equal(b[key], a[key], err_msg=key)
+    with pytest.raises(dp.DataError, match=r"scene.npz.*'nope'.*cube"):
+        dp.prepare("custom", str(tmp_path / "bad.h5"), custom={**npz, "hsi": f"{tmp_path / 'scene.npz'}:nope"},
+                   patch_size=5)
 
 
 def test_val_split_is_stratified_and_seeded(tmp_path):
@@ -293,21 +327,6 @@ def test_demo_scene_is_deterministic_and_learnable():
     test = a["test"] > 0
     pred = ((x[test][:, None] - means) ** 2).sum(-1).argmin(1) + 1
     assert 0.7 < (pred == a["test"][test]).mean() < 1.0
-
-
-def test_help_documents_every_flag(capsys):
-    with pytest.raises(SystemExit) as e:
-        dp.main(["--help"])
-    assert e.value.code == 0
-    text = capsys.readouterr().out
-    for flag in ("--dataset", "--source", "--out", "--patch-size", "--val-fraction", "--seed", "--hsi",
-                 "--aux", "--train", "--test", "--gt", "--class-names", "--aux-name", "--normalise",
-                 "--train-per-class", "--train-fraction", "--keep-all-channels"):
-        assert flag in text
-    for name in dp.PRESETS:
-        assert name in text
-    assert "2013_IEEE_GRSS_DF_Contest_CASI.tif" in text and "data_HS_LR.mat" in text
-    assert "houston_index.mat" in text and "muufl_gulfport_campus_1_hsi_220_label.mat" in text and "allgrd.mat" in text
 
 
 # -----------------------------------------------------------------------------

@@ -13,7 +13,8 @@ import scipy.io as sio
 
 import DataPrepare as dp
 import synthetic
-from patchfile import PatchFile, cut_patches
+from conftest import reference_patches
+from patchfile import PatchFile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -65,7 +66,7 @@ def test_dcmnet_houston2018_from_its_parent_folder_beside_houston2013(tmp_path):
     rows, cols = d["test_coord"].T
     np.testing.assert_array_equal(d["test_label"] + 1, a["gt"][rows, cols])
     np.testing.assert_allclose(d["scene"]["hsi"], normalised(a["hsi"][..., :48]), atol=1e-6)
-    np.testing.assert_array_equal(d["train"]["aux"], cut_patches(d["scene"]["aux"], d["train"]["coord"], 11))
+    np.testing.assert_array_equal(d["train"]["aux"], reference_patches(d["scene"]["aux"], d["train"]["coord"], 11))
     # the folder itself, and all 50 channels on request
     dp.prepare("houston2018", str(out), source=folder, keep_all_channels=True)
     d = read(out)

@@ -5,7 +5,7 @@ import pytest
 import keras
 from keras import ops
 
-from layers import CoupledSelfLoopingBlock, CrossModalDecoder, SpectralStem, StreamBatchNorm, spectral_grid
+from layers import CoupledSelfLoopingBlock, CrossModalDecoder, SpectralStem, spectral_grid
 from losses import BatchRMSE
 from model import build_model, classifier, predict_labels
 
@@ -34,15 +34,17 @@ def conv_same(x, kernel, bias):
     return np.maximum(np.einsum("nhwcij,ijcd->nhwd", windows, kernel) + bias, 0)
 
 
-def batch_norm(x, norm, stream, eps=1e-3):
-    g, b, m, v = (np.asarray(w)[stream] for w in (norm.gamma, norm.beta, norm.moving_mean, norm.moving_variance))
+def batch_norm(x, norm, eps=1e-3):
+    """Inference-mode batch norm with the layer's moving statistics."""
+    g, b, m, v = (np.asarray(w) for w in (norm.gamma, norm.beta, norm.moving_mean, norm.moving_variance))
     return (x - m) / np.sqrt(v + eps) * g + b
 
 
 def block_reference(block, x0, stream):
     """SPEC.md's stage equations for one stream, with the block's own (shared) kernels."""
-    kernels = [(np.asarray(c.kernel), np.asarray(c.bias)) for c in block.convs]
-    f = lambda i, stage, z: batch_norm(conv_same(z, *kernels[i]), block.norms[4 * stage + i], stream)
+    convs = block.convs if stream == 0 else block.convs_aux
+    kernels = [(np.asarray(c.kernel), np.asarray(c.bias)) for c in convs]
+    f = lambda i, stage, z: batch_norm(conv_same(z, *kernels[i]), block.norm(i, stage, stream))
     y1 = f(0, 0, x0)
     y2 = f(1, 0, x0 + y1)
     y3 = f(2, 0, x0 + y1 + y2)
@@ -55,8 +57,8 @@ def block_reference(block, x0, stream):
     return np.concatenate([y1, y2, y3, y4], axis=-1).mean(axis=(1, 2))
 
 
-def make_block(rng, stacked=True, self_loop=True, coupled=True, k=3, shape=(5, 7, 7, 8)):
-    block = CoupledSelfLoopingBlock(8, k, coupled=coupled, self_loop=self_loop, stacked=stacked)
+def make_block(rng, self_loop=True, coupled=True, k=3, shape=(5, 7, 7, 8)):
+    block = CoupledSelfLoopingBlock(8, k, coupled=coupled, self_loop=self_loop)
     block.build([shape, shape])
     randomise(block, rng)
     return block
@@ -85,22 +87,55 @@ def test_spectral_grid_is_the_next_square(bands, side):
     assert spectral_grid(bands) == side
 
 
+def stem_with_one_tap(bands, group_offset, filters=12):
+    """A SpectralStem whose 3-D kernel copies channel c of the band group at `group_offset` (-1, 0, +1)
+    from the centre pixel into filter c: output group g shows input group g + group_offset."""
+    stem = SpectralStem(filters)
+    stem.build((None, 5, 5, bands))
+    side = spectral_grid(bands)
+    kernel = np.zeros((3, 3, 3, side, filters), "float32")
+    kernel[1, 1, 1 + group_offset] = np.eye(side, filters)
+    stem.conv3d.kernel.assign(kernel)
+    stem.conv3d.bias.assign(np.zeros(filters, "float32"))
+    return stem
+
+
+def expected_shift(x, group_offset, filters=12):
+    """NumPy: bands zero-padded at the end to side * side, band b in group b // side, channel b % side;
+    output group g, filter c = input group g + group_offset, channel c (zero outside the grid)."""
+    n, p, q, bands = x.shape
+    side = spectral_grid(bands)
+    grid = np.concatenate([x, np.zeros((n, p, q, side * side - bands), x.dtype)], -1).reshape(n, p, q, side, side)
+    out = np.zeros((n, p, q, side, filters), x.dtype)
+    for g in range(side):
+        if 0 <= g + group_offset < side:
+            out[..., g, :side] = grid[..., g + group_offset, :]
+    return out.reshape(n, p, q, side * filters)
+
+
 def test_spectral_stem_groups_bands_as_the_paper():
-    """144 bands -> (12, 12) grid: band b sits at group b // 12, channel b % 12, and 48 bands pad to 49."""
+    """144 bands -> (12, 12) grid: band b sits at group b // 12, channel b % 12; the 3-D kernel's third
+    axis runs over groups, so an off-centre tap shows the neighbouring group."""
     stem = SpectralStem()
     stem.build((None, 5, 5, 144))
     assert tuple(stem.conv3d.kernel.shape) == (3, 3, 3, 12, 12)
     assert count(stem.weights) == 3 * 3 * 3 * 12 * 12 + 12
-    # a kernel that copies channel c of the centre tap into filter c: the output is the input
-    kernel = np.zeros((3, 3, 3, 12, 12), "float32")
-    kernel[1, 1, 1] = np.eye(12)
-    stem.conv3d.kernel.assign(kernel)
-    stem.conv3d.bias.assign(np.zeros(12, "float32"))
-    x = np.random.default_rng(0).uniform(0, 1, (2, 5, 5, 144)).astype("float32")
-    np.testing.assert_allclose(np.asarray(stem(x)), x, rtol=1e-6)
-    padded = SpectralStem()
-    assert padded.compute_output_shape((None, 5, 5, 48)) == (None, 5, 5, 84)
-    assert padded(np.zeros((1, 5, 5, 48), "float32")).shape == (1, 5, 5, 84)
+    x = np.random.default_rng(0).uniform(0.1, 1, (2, 5, 5, 144)).astype("float32")
+    out = np.asarray(stem_with_one_tap(144, -1)(x))
+    np.testing.assert_allclose(out, expected_shift(x, -1), rtol=1e-6)
+    np.testing.assert_array_equal(out[..., :12], 0)  # group 0 sees the zero padding before the grid
+    np.testing.assert_allclose(out[..., 12:24], x[..., :12], rtol=1e-6)  # group 1 shows bands 0..11
+
+
+def test_spectral_stem_pads_a_non_square_band_count_at_the_end():
+    """48 bands -> 7 x 7 = 49: one zero band after band 47, so group 6 holds bands 42..47 and the pad."""
+    x = np.random.default_rng(1).uniform(0.1, 1, (2, 5, 5, 48)).astype("float32")
+    stem = stem_with_one_tap(48, +1)
+    out = np.asarray(stem(x))
+    assert out.shape == (2, 5, 5, 7 * 12) == stem.compute_output_shape((2, 5, 5, 48))
+    np.testing.assert_allclose(out, expected_shift(x, +1), rtol=1e-6)
+    np.testing.assert_allclose(out[..., 5 * 12:5 * 12 + 6], x[..., 42:48], rtol=1e-6)  # group 5 shows group 6
+    np.testing.assert_array_equal(out[..., 5 * 12 + 6], 0)  # ... whose last channel is the padding
 
 
 def test_decoder_grows_from_one_pixel_to_the_patch():
@@ -119,16 +154,17 @@ def test_block_streams_share_four_kernels_and_the_loop_reuses_them():
     block = make_block(np.random.default_rng(0))
     kernels = [w for w in block.trainable_weights if w.path.endswith("kernel")]
     assert len(kernels) == 4  # W1..W4, for both streams and both stages
-    assert len(block.norms) == 2 * 4 and all(n.gamma.shape == (2, 8) for n in block.norms)  # BN per use, per stream
+    assert len(block.norms) == 2 * 2 * 4 and all(n.gamma.shape == (8,) for n in block.norms)  # per stage, stream, W_i
+    assert len({id(block.norm(i, s, t)) for i in range(4) for s in range(2) for t in range(2)}) == 16
     separate = make_block(np.random.default_rng(0), coupled=False)
     assert len([w for w in separate.trainable_weights if w.path.endswith("kernel")]) == 8
 
 
-@pytest.mark.parametrize("stacked", [True, False])
+@pytest.mark.parametrize("coupled", [True, False])
 @pytest.mark.parametrize("self_loop", [True, False])
-def test_block_matches_the_stage_equations(stacked, self_loop):
+def test_block_matches_the_stage_equations(coupled, self_loop):
     rng = np.random.default_rng(1)
-    block = make_block(rng, stacked=stacked, self_loop=self_loop)
+    block = make_block(rng, coupled=coupled, self_loop=self_loop)
     x_hsi, x_aux = (rng.normal(0, 1, (5, 7, 7, 8)).astype("float32") for _ in range(2))
     v_hsi, v_aux = block([x_hsi, x_aux], training=False)
     np.testing.assert_allclose(np.asarray(v_hsi), block_reference(block, x_hsi, 0), rtol=1e-4, atol=1e-4)
@@ -145,55 +181,16 @@ def test_changing_one_shared_kernel_changes_both_streams():
     assert all(np.abs(a - b).max() > 1e-3 for a, b in zip(after, before))
 
 
-def test_stacked_streams_equal_the_plain_form_in_training_too():
-    """One batch of 2N per shared convolution, BN per stream: same outputs, same moving statistics."""
-    rng = np.random.default_rng(3)
-    plain, stacked = make_block(rng, stacked=False, k=5), make_block(rng, stacked=True, k=5)
-    stacked.set_weights(plain.get_weights())
-    x = [rng.normal(0, 1, (6, 7, 7, 8)).astype("float32") for _ in range(2)]
-    for training in (True, False):
-        for a, b in zip(plain(x, training=training), stacked(x, training=training)):
-            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
-    for a, b in zip(plain.get_weights(), stacked.get_weights()):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-
-
-def test_stream_batch_norm_equals_keras_batch_normalization_per_stream():
-    rng = np.random.default_rng(4)
-    x = rng.normal(2, 3, (2 * 16, 5, 5, 6)).astype("float32")
-    ours = StreamBatchNorm(2)
-    ours.build(x.shape)
-    randomise(ours, rng)
-    refs = []
-    for s in range(2):
-        ref = keras.layers.BatchNormalization()
-        ref.build((16, 5, 5, 6))
-        ref.set_weights([np.asarray(w)[s] for w in (ours.gamma, ours.beta, ours.moving_mean, ours.moving_variance)])
-        refs.append(ref)
-    for training in (True, False):
-        out = np.asarray(ours(x, training=training))
-        for s, ref in enumerate(refs):
-            expected = np.asarray(ref(x[16 * s:16 * (s + 1)], training=training))
-            np.testing.assert_allclose(out[16 * s:16 * (s + 1)], expected, rtol=1e-4, atol=1e-4)
-    for s, ref in enumerate(refs):
-        np.testing.assert_allclose(np.asarray(ours.moving_mean)[s], np.asarray(ref.moving_mean), rtol=1e-5)
-        np.testing.assert_allclose(np.asarray(ours.moving_variance)[s], np.asarray(ref.moving_variance), rtol=1e-5)
-
-
-def test_whole_network_stacked_equals_plain_and_classifier_equals_class_output():
+def test_classifier_equals_the_class_output_and_batches_do_not_matter():
     rng = np.random.default_rng(5)
-    kwargs = dict(hsi_bands=10, aux_bands=2, num_classes=4, patch_size=7, filters=8, fusion_units=8)
-    plain, stacked = build_model(**kwargs, stacked=False), build_model(**kwargs, stacked=True)
-    stacked.set_weights(plain.get_weights())
+    net = build_model(hsi_bands=10, aux_bands=2, num_classes=4, patch_size=7, filters=8, fusion_units=8)
     x = {"hsi": rng.uniform(0, 1, (6, 7, 7, 10)).astype("float32"), "aux": rng.uniform(0, 1, (6, 7, 7, 2)).astype("float32")}
-    a, b = plain(x, training=False), stacked(x, training=False)
-    for key in ("class", "rec_aux", "rec_hsi"):
-        np.testing.assert_allclose(np.asarray(a[key]), np.asarray(b[key]), rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(np.asarray(classifier(stacked)(x)), np.asarray(b["class"]), rtol=1e-5, atol=1e-7)
-    expected = np.argmax(np.asarray(b["class"]), -1)
-    for net in (classifier(stacked), stacked):  # the batch loop of evaluation and the benchmark; 6 = 4 + 2
-        np.testing.assert_array_equal(predict_labels(net, x["hsi"], x["aux"], batch_size=4), expected)
-    assert predict_labels(stacked, x["hsi"][:0], x["aux"][:0]).shape == (0,)
+    full = np.asarray(net(x, training=False)["class"])
+    np.testing.assert_allclose(np.asarray(classifier(net)(x)), full, rtol=1e-5, atol=1e-7)
+    expected = np.argmax(full, -1)
+    for m in (classifier(net), net):  # the batch loop of evaluation and the benchmark; 6 = 4 + 2
+        np.testing.assert_array_equal(predict_labels(m, x["hsi"], x["aux"], batch_size=4), expected)
+    assert predict_labels(net, x["hsi"][:0], x["aux"][:0]).shape == (0,)
 
 
 def test_ablations():

@@ -9,31 +9,12 @@ import pytest
 
 import DataPrepare
 import patchfile
+from conftest import reference_patches
 from patchfile import PatchFile, PatchFileError
-
-
-def reference_patches(scene, coords, p):
-    """The authors' way, pixel by pixel: zero outside the scene."""
-    r = p // 2
-    out = np.zeros((len(coords), p, p, scene.shape[2]), np.float32)
-    for n, (row, col) in enumerate(coords):
-        for i in range(p):
-            for j in range(p):
-                y, x = row + i - r, col + j - r
-                if 0 <= y < scene.shape[0] and 0 <= x < scene.shape[1]:
-                    out[n, i, j] = scene[y, x]
-    return out
 
 
 def small_cube(shape, seed=0):
     return np.random.default_rng(seed).uniform(0, 5, shape).astype(np.float32)
-
-
-@pytest.fixture(scope="module")
-def demo_h5(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data") / "demo.h5"
-    DataPrepare.prepare("demo", str(out), val_fraction=0.2)
-    return out
 
 
 # -----------------------------------------------------------------------------

@@ -21,13 +21,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--filters", "8", "--fusion_units", "8"]
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("demo") / "demo.h5")
-    DataPrepare.main(["--dataset", "demo", "--out", path, "--val-fraction", "0.2"])
-    return path
-
-
 def train(args):
     model.main(args)
 
@@ -47,6 +40,7 @@ def test_each_epoch_holds_every_patch_in_its_four_rotations_once():
     for i in range(len(data)):
         x, y = data[i]
         np.testing.assert_array_equal(y["rec_hsi"], x["hsi"])
+        np.testing.assert_array_equal(y["rec_aux"], x["aux"])  # each decoder's target is its own modality
         np.testing.assert_array_equal(x["aux"][..., 0], x["hsi"][..., 0])  # both modalities turned alike
         for patch, label in zip(x["hsi"], y["class"]):
             turns = [t for t in range(4) if np.array_equal(np.rot90(hsi[label], t), patch)]
@@ -73,7 +67,7 @@ REFUSED_OVERRIDES = [
     (["--epochs", "five"], "argument --epochs: invalid int value: 'five'"),
     (["--coupled", "maybe"], "expected true or false"),
     (["--kernel_sizes", "3,4"], "kernel_sizes must be odd integers separated by commas, got '3,4'"),
-    (["--resume", "runs/x", "--lr", "1e-3"], "only --epochs may change, not --lr"),
+    (["--resume", "runs/x", "--lr", "1e-3"], "only --epochs and --max_minutes may change, not --lr"),
 ]
 
 
@@ -114,6 +108,43 @@ def test_select_val_needs_a_validation_group(tmp_path):
         train(["--data", path, "--out", str(tmp_path / "run"), "--select", "val", *TINY])
 
 
+# ----------------------------------------------------------------------------- the joint loss
+def test_logged_losses_are_ce_plus_lambda1_rmse_aux_plus_lambda2_rmse_hsi(demo_h5):
+    """On one fixed batch, with lambda1 != lambda2: the loss Keras reports is the paper's sum."""
+    keras.utils.set_random_seed(0)
+    with PatchFile(demo_h5) as pf:
+        data = pf.load("train", stop=32)
+    arch = dict(hsi_bands=data["hsi"].shape[-1], aux_bands=data["aux"].shape[-1], num_classes=6, filters=8,
+                fusion_units=8)
+    net = build_model(**arch)
+    model.compile_model(net, {**model.DEFAULTS, "lambda1": 0.3, "lambda2": 2.5})
+    x = {"hsi": data["hsi"], "aux": data["aux"]}
+    logged = net.evaluate(x, {"class": data["label"], "rec_aux": x["aux"], "rec_hsi": x["hsi"]}, batch_size=32,
+                          return_dict=True, verbose=0)
+    out = {k: np.asarray(v, np.float64) for k, v in net(x, training=False).items()}
+    ce = -np.mean(np.log(out["class"][np.arange(32), data["label"]]))
+    rmse_aux = np.sqrt(np.mean((out["rec_aux"] - x["aux"]) ** 2))
+    rmse_hsi = np.sqrt(np.mean((out["rec_hsi"] - x["hsi"]) ** 2))
+    assert logged["class_loss"] == pytest.approx(ce, rel=1e-4)
+    assert logged["rec_aux_loss"] == pytest.approx(rmse_aux, rel=1e-4)
+    assert logged["rec_hsi_loss"] == pytest.approx(rmse_hsi, rel=1e-4)
+    assert logged["loss"] == pytest.approx(ce + 0.3 * rmse_aux + 2.5 * rmse_hsi, rel=1e-4)
+
+
+def test_each_decoder_reconstructs_from_the_other_modality():
+    """rec_aux (H -> L) sees HSI features only and rec_hsi (L -> H) second-modality features only:
+    changing one input moves only the reconstruction made from it."""
+    rng = np.random.default_rng(0)
+    net = build_model(6, 2, 3, patch_size=5, filters=8, fusion_units=8)
+    x = {"hsi": rng.uniform(0, 1, (4, 5, 5, 6)).astype("float32"), "aux": rng.uniform(0, 1, (4, 5, 5, 2)).astype("float32")}
+    base = {k: np.asarray(v) for k, v in net(x, training=False).items()}
+    for changed, moves, stays in (("hsi", "rec_aux", "rec_hsi"), ("aux", "rec_hsi", "rec_aux")):
+        other = {**x, changed: rng.uniform(0, 1, x[changed].shape).astype("float32")}
+        out = {k: np.asarray(v) for k, v in net(other, training=False).items()}
+        np.testing.assert_array_equal(out[stays], base[stays])
+        assert np.abs(out[moves] - base[moves]).max() > 1e-6
+
+
 # ----------------------------------------------------------------------------- saving
 def test_saving_and_loading_round_trips_predictions_exactly(tmp_path):
     net = build_model(10, 2, 3, patch_size=5, filters=8, fusion_units=8)
@@ -129,9 +160,9 @@ def test_saving_and_loading_round_trips_predictions_exactly(tmp_path):
 
 # ----------------------------------------------------------------------------- end to end
 @pytest.mark.slow
-def test_short_training_lowers_every_loss_and_beats_chance(demo, tmp_path):
+def test_short_training_lowers_every_loss_and_beats_chance(demo_h5, tmp_path):
     run = str(tmp_path / "run")
-    train(["--data", demo, "--out", run, "--epochs", "6", "--lr", "1e-3", "--filters", "16", "--fusion_units", "16",
+    train(["--data", str(demo_h5), "--out", run, "--epochs", "6", "--lr", "1e-3", "--filters", "16", "--fusion_units", "16",
            "--bn_momentum", "0.9"])
     rows = history(run)
     for key in ("loss", "class_loss", "rec_aux_loss", "rec_hsi_loss"):
@@ -139,7 +170,7 @@ def test_short_training_lowers_every_loss_and_beats_chance(demo, tmp_path):
     assert float(rows[-1]["class_loss"]) < 0.5 * float(rows[0]["class_loss"])
     for name in ("config.json", "state.json", "final.keras", "selected.keras", "curves.png", "tensorboard"):
         assert os.path.exists(os.path.join(run, name)), name
-    with PatchFile(demo) as pf:
+    with PatchFile(demo_h5) as pf:
         info, test = pf.info(), pf.load("test")
     clf = classifier(keras.saving.load_model(os.path.join(run, "selected.keras")))
     pred = np.argmax(clf.predict({"hsi": test["hsi"], "aux": test["aux"]}, verbose=0), -1)
@@ -149,35 +180,106 @@ def test_short_training_lowers_every_loss_and_beats_chance(demo, tmp_path):
     assert config["epochs"] == 6 and config["protocol"] == model.PROTOCOLS["last"] and config["synthetic"]
 
 
+def without_times(rows):
+    return [{k: v for k, v in row.items() if k != "epoch_seconds"} for row in rows]
+
+
+def same_weights(run_a, run_b, name):
+    a, b = (keras.saving.load_model(os.path.join(r, name)) for r in (run_a, run_b))
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_array_equal(wa, wb)
+
+
 @pytest.mark.slow
-def test_resumed_run_ends_where_an_uninterrupted_run_would_and_same_seed_same_metrics(demo, tmp_path):
-    common = ["--data", demo, "--lr", "1e-3", *TINY, "--select", "val"]
-    whole, again, cut = (str(tmp_path / n) for n in ("whole", "again", "cut"))
-    train([*common, "--out", whole, "--epochs", "3"])
-    train([*common, "--out", again, "--epochs", "3"])
-    train([*common, "--out", cut, "--epochs", "2"])  # as if killed after epoch 2
-    train(["--resume", cut, "--epochs", "3"])
-    assert history(whole) == history(again)  # same seed, same metrics
-    assert history(whole) == history(cut)  # the resumed run logged exactly the same epochs
-    for name in ("final.keras", "selected.keras"):
-        a, b = (keras.saving.load_model(os.path.join(r, name)) for r in (whole, cut))
-        for wa, wb in zip(a.get_weights(), b.get_weights()):
-            np.testing.assert_array_equal(wa, wb)
-    state = json.load(open(os.path.join(cut, "state.json")))
+def test_killed_runs_resume_to_exactly_the_uninterrupted_run(demo_h5, tmp_path):
+    """The learning rate decays every epoch here, so a resumed run on the wrong rate would differ.
+    Two kills: one after an epoch's history row only (a stray row), one after its final.keras but
+    before its state.json (a checkpoint ahead of the state)."""
+    common = ["--data", str(demo_h5), "--lr", "1e-3", "--lr_constant_epochs", "1", "--lr_decay", "0.7", *TINY,
+              "--select", "val"]
+    whole, stray, ahead = (str(tmp_path / n) for n in ("whole", "stray", "ahead"))
+    train([*common, "--out", whole, "--epochs", "4"])
+    rate = keras.saving.load_model(os.path.join(whole, "final.keras")).optimizer.learning_rate
+    assert float(rate) == pytest.approx(1e-3 * np.exp(-0.7 * 3), rel=1e-5)  # epoch 4's rate
+
+    train([*common, "--out", stray, "--epochs", "2"])
+    with open(os.path.join(stray, "history.csv")) as f:
+        last = f.read().splitlines()[-1]
+    with open(os.path.join(stray, "history.csv"), "a") as f:  # epoch 3's row, logged just before a kill
+        f.write("2," + last.split(",", 1)[1] + "\n")
+    train(["--resume", stray, "--epochs", "4"])
+
+    train([*common, "--out", ahead, "--epochs", "2"])
+    state_after_2 = open(os.path.join(ahead, "state.json")).read()
+    train(["--resume", ahead, "--epochs", "3"])
+    with open(os.path.join(ahead, "state.json"), "w") as f:  # killed before epoch 3's state.json
+        f.write(state_after_2)
+    train(["--resume", ahead, "--epochs", "4"])
+
+    want = json.load(open(os.path.join(whole, "state.json")))
+    for run in (stray, ahead):
+        assert without_times(history(run)) == without_times(history(whole)), run
+        for name in ("final.keras", "selected.keras"):
+            same_weights(whole, run, name)
+        state = json.load(open(os.path.join(run, "state.json")))
+        assert {k: state[k] for k in ("epochs_done", "selected_epoch", "best")} == \
+            {k: want[k] for k in ("epochs_done", "selected_epoch", "best")}
     rows = history(whole)
-    best = max(range(3), key=lambda e: float(rows[e]["val_accuracy"]))
-    assert state["epochs_done"] == 3 and state["selected_epoch"] == best + 1
+    assert want["selected_epoch"] == 1 + max(range(4), key=lambda e: float(rows[e]["val_accuracy"]))
+
+
+@pytest.mark.slow
+def test_authors_protocol_without_reconstruction(demo_h5, tmp_path):
+    """--select authors monitors the TEST split and keeps its best epoch; --reconstruction false
+    trains the classification path alone."""
+    run = str(tmp_path / "run")
+    train(["--data", str(demo_h5), "--out", run, "--epochs", "3", "--lr", "3e-3", *TINY, "--select", "authors",
+           "--reconstruction", "false", "--bn_momentum", "0.9"])
+    rows = history(run)
+    assert "test_accuracy" in rows[0] and not any(k.startswith("rec_") for k in rows[0])
+    state = json.load(open(os.path.join(run, "state.json")))
+    accs = [float(r["test_accuracy"]) for r in rows]
+    assert state["selected_epoch"] == 1 + int(np.argmax(accs)) and state["best"] == max(accs)
+    net = keras.saving.load_model(os.path.join(run, "selected.keras"))
+    assert list(net.output) == ["class"]
+    with PatchFile(demo_h5) as pf:
+        test = pf.load("test")
+    pred = model.predict_labels(net, test["hsi"], test["aux"])
+    assert np.mean(pred == test["label"]) == pytest.approx(state["best"], abs=1e-9)  # the logged TEST accuracy
+    config = json.load(open(os.path.join(run, "config.json")))
+    assert config["protocol"] == model.PROTOCOLS["authors"] and config["lambda1"] == 1.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("gpu", [False, True], ids=["bfloat16", "float16-loss-scaled"])
+def test_mixed_precision_training(demo_h5, tmp_path, monkeypatch, gpu):
+    """Mixed precision trains, saves and resumes: bfloat16 as on a CPU, and float16 with loss scaling
+    as on a GPU (the policy model.py picks when it sees one, forced here on the CPU)."""
+    monkeypatch.setattr(model, "gpu_count", lambda: int(gpu))
+    run = str(tmp_path / "run")
+    try:
+        train(["--data", str(demo_h5), "--out", run, "--epochs", "1", "--lr", "1e-3", *TINY, "--precision", "mixed"])
+        train(["--resume", run, "--epochs", "2"])
+        net = keras.saving.load_model(os.path.join(run, "final.keras"))
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+    want = "float16" if gpu else "bfloat16"
+    assert net.get_layer("coupled_block_k3").compute_dtype == want
+    assert isinstance(net.optimizer, keras.optimizers.LossScaleOptimizer) == gpu
+    rows = history(run)
+    assert len(rows) == 2 and all(np.isfinite(float(r["loss"])) for r in rows)
+    assert float(net.optimizer.learning_rate) == pytest.approx(1e-3)
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="JAX is not installed (CI installs it)")
-def test_tiny_training_under_the_jax_backend(demo, tmp_path):
+def test_tiny_training_under_the_jax_backend(demo_h5, tmp_path):
     env = {**os.environ, "KERAS_BACKEND": "jax"}
     run = str(tmp_path / "jax")
     # as if TensorFlow were not installed: any import of it fails
     code = ("import sys; sys.modules['tensorflow'] = None; import keras; "
             "assert keras.backend.backend() == 'jax'; import model; model.main(sys.argv[1:])")
-    proc = subprocess.run([sys.executable, "-c", code, "--data", demo, "--out", run, "--epochs", "2", "--lr", "1e-3",
+    proc = subprocess.run([sys.executable, "-c", code, "--data", str(demo_h5), "--out", run, "--epochs", "2", "--lr", "1e-3",
                            *TINY], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(history(run)) == 2 and json.load(open(os.path.join(run, "config.json")))["backend"] == "jax"
