@@ -2,7 +2,7 @@
 preparation of scenes and the evaluation of runs, timed whole with their peak memory.
 
     python benchmark.py --data data/houston2013.h5            # any DataPrepare.py file
-    python benchmark.py --data data/berlin.h5 --modes mixed --steps 20 --batch-size 128
+    python benchmark.py --data data/berlin.h5 --modes stacked-mixed --steps 20 --batch-size 128
     python benchmark.py --data data/houston2013.h5 --floor    # + the coupled blocks' convolutions alone
     python benchmark.py --prepare houston2013=/tmp/houston2013.mat --prepare berlin=/tmp/synthetic
     python benchmark.py --evaluate runs/berlin --eval-precision mixed   # evaluate.py, whole test split
@@ -11,9 +11,11 @@ preparation of scenes and the evaluation of runs, timed whole with their peak me
 scenes at the real sizes) and prints its wall time, peak memory and file size; --evaluate RUN runs
 evaluate.py on a run and prints its wall time, peak memory and test-set pixels/s.
 
-Modes: fp32, or mixed precision (bfloat16 on CPUs, float16 on GPUs); training runs the whole network
-(both decoders), inference the classification path alone, as evaluate.py does. Every figure is
-relative to the first mode. --floor times the
+Modes: 'plain' runs the two streams of each coupled block one after the other, 'stacked' runs both
+through each shared convolution as one batch (model.py's stacked_streams, the default); fp32, or
+mixed precision (bfloat16 on CPUs, float16 on GPUs). Training runs the whole network (both
+decoders), inference the classification path alone, as evaluate.py does. Every figure is relative
+to the first mode. --floor times the
 sixteen 64-channel convolutions of the coupled blocks alone: they carry most of the network's
 FLOPs, so their time bounds what any build using the same convolution kernels can reach on the
 machine. Outside the tests: it takes minutes.
@@ -33,7 +35,8 @@ import numpy as np
 import model
 from patchfile import PatchFile
 
-MODES = {"fp32": "float32", "mixed": "mixed"}
+MODES = {"plain-fp32": (False, "float32"), "stacked-fp32": (True, "float32"),
+         "plain-mixed": (False, "mixed"), "stacked-mixed": (True, "mixed")}
 
 
 def machine():
@@ -70,8 +73,9 @@ def infer_speed(net, x, batch_size):
 
 
 def bench_mode(name, info, train, test, args):
-    policy = model.set_precision(MODES[name])
-    config = {**model.DEFAULTS, "batch_size": args.batch_size}
+    stacked, precision = MODES[name]
+    policy = model.set_precision(precision)
+    config = {**model.DEFAULTS, "batch_size": args.batch_size, "stacked_streams": stacked}
     net = model.build_model(**model.architecture(config, info))
     model.compile_model(net, config)
     batches = model.RotatedPatches(train, config["batch_size"], seed=0)

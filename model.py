@@ -28,6 +28,7 @@ self_loop = True  # ablation: False keeps the forward stage only
 reconstruction = True  # ablation: False drops both decoders (lambda1 = lambda2 = 0)
 select = "last"  # checkpoint: last (honest) | val (best on the carved validation group) | authors (best on TEST)
 precision = "float32"  # float32 | mixed (bfloat16 on CPUs, float16 on GPUs; outputs stay float32)
+stacked_streams = True  # both streams through each shared convolution as one batch: same result, faster on a GPU
 seed = 0
 max_minutes = 0.0  # 0: no limit; else stop cleanly after the epoch that passes it (go on with --resume)
 resume = ""  # run directory to continue; its config.json is used and other overrides are refused
@@ -64,15 +65,16 @@ PROTOCOLS = {
 
 
 # ----------------------------------------------------------------------------- the network
-def branch(hsi, aux, kernel_size, filters=64, fusion_units=32, coupled=True, self_loop=True, bn_momentum=0.99):
+def branch(hsi, aux, kernel_size, filters=64, fusion_units=32, coupled=True, self_loop=True, stacked=True,
+           bn_momentum=0.99):
     """One coupled self-looping branch of kernel size k: returns (fused 32-vector, HSI 256, aux 256)."""
     k = kernel_size
     conv = lambda name: layers.Conv2D(filters, k, padding="same", activation="relu",
                                       kernel_initializer=KERNEL_INIT, name=name)
     x_hsi = conv(f"hsi_stem_k{k}")(SpectralStem(name=f"spectral_stem_k{k}")(hsi))
     x_aux = conv(f"aux_stem_k{k}")(aux)
-    block = CoupledSelfLoopingBlock(filters, k, coupled=coupled, self_loop=self_loop, bn_momentum=bn_momentum,
-                                    name=f"coupled_block_k{k}")
+    block = CoupledSelfLoopingBlock(filters, k, coupled=coupled, self_loop=self_loop, stacked=stacked,
+                                    bn_momentum=bn_momentum, name=f"coupled_block_k{k}")
     v_hsi, v_aux = block([x_hsi, x_aux])
     fused = layers.Dense(fusion_units, activation="relu", kernel_initializer=KERNEL_INIT, name=f"fusion_k{k}")(
         layers.Concatenate(name=f"concat_k{k}")([v_hsi, v_aux]))
@@ -80,14 +82,14 @@ def branch(hsi, aux, kernel_size, filters=64, fusion_units=32, coupled=True, sel
 
 
 def build_model(hsi_bands, aux_bands, num_classes, patch_size=11, filters=64, fusion_units=32,
-                kernel_sizes=(3, 5), coupled=True, self_loop=True, reconstruction=True, bn_momentum=0.99):
+                kernel_sizes=(3, 5), coupled=True, self_loop=True, reconstruction=True, stacked=True, bn_momentum=0.99):
     """The network of Fig. 1: inputs {'hsi': (P, P, B), 'aux': (P, P, A)}, outputs
     {'class': softmax over C, 'rec_aux': second modality from HSI features (H -> L),
      'rec_hsi': HSI from second-modality features (L -> H)}; without reconstruction only 'class'."""
     p = patch_size
     hsi = keras.Input((p, p, hsi_bands), name="hsi")
     aux = keras.Input((p, p, aux_bands), name="aux")
-    branches = [branch(hsi, aux, k, filters, fusion_units, coupled, self_loop, bn_momentum)
+    branches = [branch(hsi, aux, k, filters, fusion_units, coupled, self_loop, stacked, bn_momentum)
                 for k in kernel_sizes]
     join = lambda xs, name: layers.Concatenate(name=name)(xs) if len(xs) > 1 else xs[0]
     fused = join([b[0] for b in branches], "concat_branches")
@@ -111,7 +113,7 @@ def architecture(config, data_attrs):
                 filters=config["filters"], fusion_units=config["fusion_units"],
                 kernel_sizes=parse_kernel_sizes(config["kernel_sizes"]), coupled=config["coupled"],
                 self_loop=config["self_loop"], reconstruction=config["reconstruction"],
-                bn_momentum=config["bn_momentum"])
+                stacked=config["stacked_streams"], bn_momentum=config["bn_momentum"])
 
 
 def parse_kernel_sizes(text):
@@ -157,16 +159,12 @@ class RunError(ValueError):
 
 
 def read_config(run_dir):
-    """A run's config.json; refuses runs whose network this version cannot rebuild."""
+    """A run's config.json."""
     path = os.path.join(run_dir, "config.json")
     if not os.path.exists(path):
         raise RunError(f"{run_dir}: no config.json: not a run directory of model.py")
     with open(path) as f:
-        config = json.load(f)
-    if "stacked" in config.get("architecture", {}):
-        raise RunError(f"{run_dir}: made by an older model.py whose batch norms stored both streams in one layer "
-                       f"(stacked_streams); its checkpoints do not load into this version: train it again")
-    return config
+        return json.load(f)
 
 
 # ----------------------------------------------------------------------------- input pipeline
@@ -515,8 +513,9 @@ def plot_curves(history_csv, png, config):
         ax_acc.plot(epochs, best, "--", label="best TEST accuracy so far (the authors' protocol reports this)")
     ax_loss.set(xlabel="epoch", ylabel="loss", yscale="log", title="training losses")
     ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+    ax_loss.legend()
+    ax_acc.legend(loc="lower right", fontsize="small")
     for ax in (ax_loss, ax_acc):
-        ax.legend()
         ax.grid(alpha=0.3)
     fig.suptitle(f"{config['dataset']}{' (synthetic)' if config.get('synthetic') else ''}: {config['out']}")
     fig.tight_layout()

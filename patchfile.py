@@ -234,7 +234,7 @@ class PatchFile:
             raise PatchFileError(f"{self.path}: not an HDF5 file ({e}); make it with DataPrepare.py") from None
         try:
             self.check()
-        except PatchFileError:
+        except BaseException:  # whatever failed, the file is not left open
             self.f.close()
             raise
 

@@ -5,7 +5,7 @@ import pytest
 import keras
 from keras import ops
 
-from layers import CoupledSelfLoopingBlock, CrossModalDecoder, SpectralStem, spectral_grid
+from layers import CoupledSelfLoopingBlock, CrossModalDecoder, SpectralStem, StreamBatchNorm, spectral_grid
 from losses import BatchRMSE
 from model import build_model, classifier, predict_labels
 
@@ -34,17 +34,16 @@ def conv_same(x, kernel, bias):
     return np.maximum(np.einsum("nhwcij,ijcd->nhwd", windows, kernel) + bias, 0)
 
 
-def batch_norm(x, norm, eps=1e-3):
-    """Inference-mode batch norm with the layer's moving statistics."""
-    g, b, m, v = (np.asarray(w) for w in (norm.gamma, norm.beta, norm.moving_mean, norm.moving_variance))
+def batch_norm(x, norm, stream, eps=1e-3):
+    g, b, m, v = (np.asarray(w)[stream] for w in (norm.gamma, norm.beta, norm.moving_mean, norm.moving_variance))
     return (x - m) / np.sqrt(v + eps) * g + b
 
 
 def block_reference(block, x0, stream):
     """SPEC.md's stage equations for one stream, with the block's own (shared) kernels."""
-    convs = block.convs if stream == 0 else block.convs_aux
-    kernels = [(np.asarray(c.kernel), np.asarray(c.bias)) for c in convs]
-    f = lambda i, stage, z: batch_norm(conv_same(z, *kernels[i]), block.norm(i, stage, stream))
+    own = 0 if block.coupled else 4 * stream  # uncoupled: the second-modality stream has kernels 4..7
+    kernels = [(np.asarray(c.kernel), np.asarray(c.bias)) for c in block.convs[own:own + 4]]
+    f = lambda i, stage, z: batch_norm(conv_same(z, *kernels[i]), block.norms[4 * stage + i], stream)
     y1 = f(0, 0, x0)
     y2 = f(1, 0, x0 + y1)
     y3 = f(2, 0, x0 + y1 + y2)
@@ -57,8 +56,8 @@ def block_reference(block, x0, stream):
     return np.concatenate([y1, y2, y3, y4], axis=-1).mean(axis=(1, 2))
 
 
-def make_block(rng, self_loop=True, coupled=True, k=3, shape=(5, 7, 7, 8)):
-    block = CoupledSelfLoopingBlock(8, k, coupled=coupled, self_loop=self_loop)
+def make_block(rng, stacked=True, self_loop=True, coupled=True, k=3, shape=(5, 7, 7, 8)):
+    block = CoupledSelfLoopingBlock(8, k, coupled=coupled, self_loop=self_loop, stacked=stacked)
     block.build([shape, shape])
     randomise(block, rng)
     return block
@@ -154,17 +153,16 @@ def test_block_streams_share_four_kernels_and_the_loop_reuses_them():
     block = make_block(np.random.default_rng(0))
     kernels = [w for w in block.trainable_weights if w.path.endswith("kernel")]
     assert len(kernels) == 4  # W1..W4, for both streams and both stages
-    assert len(block.norms) == 2 * 2 * 4 and all(n.gamma.shape == (8,) for n in block.norms)  # per stage, stream, W_i
-    assert len({id(block.norm(i, s, t)) for i in range(4) for s in range(2) for t in range(2)}) == 16
+    assert len(block.norms) == 2 * 4 and all(n.gamma.shape == (2, 8) for n in block.norms)  # BN per use, per stream
     separate = make_block(np.random.default_rng(0), coupled=False)
     assert len([w for w in separate.trainable_weights if w.path.endswith("kernel")]) == 8
 
 
-@pytest.mark.parametrize("coupled", [True, False])
+@pytest.mark.parametrize("stacked, coupled", [(True, True), (False, True), (False, False)])
 @pytest.mark.parametrize("self_loop", [True, False])
-def test_block_matches_the_stage_equations(coupled, self_loop):
+def test_block_matches_the_stage_equations(stacked, coupled, self_loop):
     rng = np.random.default_rng(1)
-    block = make_block(rng, coupled=coupled, self_loop=self_loop)
+    block = make_block(rng, stacked=stacked, self_loop=self_loop, coupled=coupled)
     x_hsi, x_aux = (rng.normal(0, 1, (5, 7, 7, 8)).astype("float32") for _ in range(2))
     v_hsi, v_aux = block([x_hsi, x_aux], training=False)
     np.testing.assert_allclose(np.asarray(v_hsi), block_reference(block, x_hsi, 0), rtol=1e-4, atol=1e-4)
@@ -181,16 +179,55 @@ def test_changing_one_shared_kernel_changes_both_streams():
     assert all(np.abs(a - b).max() > 1e-3 for a, b in zip(after, before))
 
 
-def test_classifier_equals_the_class_output_and_batches_do_not_matter():
+def test_stacked_streams_equal_the_plain_form_in_training_too():
+    """One batch of 2N per shared convolution, BN per stream: same outputs, same moving statistics."""
+    rng = np.random.default_rng(3)
+    plain, stacked = make_block(rng, stacked=False, k=5), make_block(rng, stacked=True, k=5)
+    stacked.set_weights(plain.get_weights())
+    x = [rng.normal(0, 1, (6, 7, 7, 8)).astype("float32") for _ in range(2)]
+    for training in (True, False):
+        for a, b in zip(plain(x, training=training), stacked(x, training=training)):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+    for a, b in zip(plain.get_weights(), stacked.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_stream_batch_norm_equals_keras_batch_normalization_per_stream():
+    rng = np.random.default_rng(4)
+    x = rng.normal(2, 3, (2 * 16, 5, 5, 6)).astype("float32")
+    ours = StreamBatchNorm(2)
+    ours.build(x.shape)
+    randomise(ours, rng)
+    refs = []
+    for s in range(2):
+        ref = keras.layers.BatchNormalization()
+        ref.build((16, 5, 5, 6))
+        ref.set_weights([np.asarray(w)[s] for w in (ours.gamma, ours.beta, ours.moving_mean, ours.moving_variance)])
+        refs.append(ref)
+    for training in (True, False):
+        out = np.asarray(ours(x, training=training))
+        for s, ref in enumerate(refs):
+            expected = np.asarray(ref(x[16 * s:16 * (s + 1)], training=training))
+            np.testing.assert_allclose(out[16 * s:16 * (s + 1)], expected, rtol=1e-4, atol=1e-4)
+    for s, ref in enumerate(refs):
+        np.testing.assert_allclose(np.asarray(ours.moving_mean)[s], np.asarray(ref.moving_mean), rtol=1e-5)
+        np.testing.assert_allclose(np.asarray(ours.moving_variance)[s], np.asarray(ref.moving_variance), rtol=1e-5)
+
+
+def test_whole_network_stacked_equals_plain_and_classifier_equals_class_output():
     rng = np.random.default_rng(5)
-    net = build_model(hsi_bands=10, aux_bands=2, num_classes=4, patch_size=7, filters=8, fusion_units=8)
+    kwargs = dict(hsi_bands=10, aux_bands=2, num_classes=4, patch_size=7, filters=8, fusion_units=8)
+    plain, stacked = build_model(**kwargs, stacked=False), build_model(**kwargs, stacked=True)
+    stacked.set_weights(plain.get_weights())
     x = {"hsi": rng.uniform(0, 1, (6, 7, 7, 10)).astype("float32"), "aux": rng.uniform(0, 1, (6, 7, 7, 2)).astype("float32")}
-    full = np.asarray(net(x, training=False)["class"])
-    np.testing.assert_allclose(np.asarray(classifier(net)(x)), full, rtol=1e-5, atol=1e-7)
-    expected = np.argmax(full, -1)
-    for m in (classifier(net), net):  # the batch loop of evaluation and the benchmark; 6 = 4 + 2
-        np.testing.assert_array_equal(predict_labels(m, x["hsi"], x["aux"], batch_size=4), expected)
-    assert predict_labels(net, x["hsi"][:0], x["aux"][:0]).shape == (0,)
+    a, b = plain(x, training=False), stacked(x, training=False)
+    for key in ("class", "rec_aux", "rec_hsi"):
+        np.testing.assert_allclose(np.asarray(a[key]), np.asarray(b[key]), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(classifier(stacked)(x)), np.asarray(b["class"]), rtol=1e-5, atol=1e-7)
+    expected = np.argmax(np.asarray(b["class"]), -1)
+    for net in (classifier(stacked), stacked):  # the batch loop of evaluation and the benchmark; 6 = 4 + 2
+        np.testing.assert_array_equal(predict_labels(net, x["hsi"], x["aux"], batch_size=4), expected)
+    assert predict_labels(stacked, x["hsi"][:0], x["aux"][:0]).shape == (0,)
 
 
 def test_ablations():
