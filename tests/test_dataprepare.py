@@ -244,16 +244,19 @@ def test_hdf5_layout_attributes_and_dtypes(tmp_path):
 
 
 def test_scene_and_patches_written_in_many_blocks_equal_one_block(tmp_path, monkeypatch):
-    """A scene taller than a write block and more patches than a cutting batch: the blocks and
-    batches (here 3 rows and 5 patches, against 20 rows and 23 training patches) tile without
-    gaps or overlaps."""
+    """A scene taller than a write block, stored in many HDF5 chunks, and more patches than a cutting
+    batch: the blocks, chunks and batches (3 rows, 4 x 7 pixels and 5 patches, against 20 x 30
+    pixels and 23 training patches) tile without gaps or overlaps."""
     specs = custom_scene(tmp_path)
     dp.prepare("custom", str(tmp_path / "one.h5"), custom=specs, patch_size=5)
     monkeypatch.setattr(patchfile, "WRITE_ROWS", 3)
     monkeypatch.setattr(patchfile, "CUT_BATCH", 5)
+    monkeypatch.setattr(patchfile, "scene_chunks", lambda h, w, c: (4, 7, c))  # HDF5 chunks across blocks
     dp.prepare("custom", str(tmp_path / "many.h5"), custom=specs, patch_size=5)
     one, many = read_h5(tmp_path / "one.h5"), read_h5(tmp_path / "many.h5")
     assert many["scene/hsi"].shape == (20, 30, 4) and len(many["train/label"]) == 23
+    with h5py.File(tmp_path / "many.h5", "r") as f:
+        assert f["scene/hsi"].chunks == (4, 7, 4)
     for key in ("scene/hsi", "scene/aux", "train/hsi", "train/aux", "train/coord", "test/coord"):
         np.testing.assert_array_equal(many[key], one[key], err_msg=key)
     np.testing.assert_array_equal(many["train/hsi"], reference_patches(many["scene/hsi"], many["train/coord"], 5))

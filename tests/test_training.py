@@ -3,6 +3,7 @@ import csv
 import importlib.util
 import json
 import os
+import shlex
 import subprocess
 import sys
 
@@ -34,14 +35,14 @@ def history(run):
 def test_each_epoch_holds_every_patch_in_its_four_rotations_once():
     n, p = 10, 5
     hsi = np.random.default_rng(0).uniform(0, 1, (n, p, p, 3)).astype("float32")
-    group = {"hsi": hsi, "aux": hsi[..., :1].copy(), "label": np.arange(n)}
+    group = {"hsi": hsi, "aux": 7 - hsi[..., :1], "label": np.arange(n)}  # aux: unlike any HSI band
     data = RotatedPatches(group, batch_size=8, seed=1)
     seen = []
     for i in range(len(data)):
         x, y = data[i]
         np.testing.assert_array_equal(y["rec_hsi"], x["hsi"])
         np.testing.assert_array_equal(y["rec_aux"], x["aux"])  # each decoder's target is its own modality
-        np.testing.assert_array_equal(x["aux"][..., 0], x["hsi"][..., 0])  # both modalities turned alike
+        np.testing.assert_array_equal(x["aux"][..., 0], 7 - x["hsi"][..., 0])  # both modalities turned alike
         for patch, label in zip(x["hsi"], y["class"]):
             turns = [t for t in range(4) if np.array_equal(np.rot90(hsi[label], t), patch)]
             assert len(turns) == 1
@@ -99,6 +100,14 @@ def test_a_file_not_made_by_dataprepare_is_refused(tmp_path):
         f.attrs.update(palette=[[0, 0, 0], [9, 9, 9]], normalise="scene", normalisation="x", split="given")
     with pytest.raises(SystemExit, match=r"other.h5: group 'scene' missing \(it has \['x'\]\): not a complete patch"):
         train(["--data", str(bad), "--out", str(tmp_path / "run")])
+
+
+def test_recorded_command_reruns_as_written(demo_h5, tmp_path):
+    """config.json's command, split as a shell would, gives back the arguments: paths with spaces too."""
+    argv = ["--data", str(demo_h5), "--out", str(tmp_path / "a run with spaces"), "--epochs", "1", "--lr", "1e-3"]
+    config, state = model.new_run(model.parse_config(argv), argv)
+    recorded = json.load(open(tmp_path / "a run with spaces" / "config.json"))["command"]
+    assert shlex.split(recorded) == ["python", "model.py", *argv] and state == {"epochs_done": 0}
 
 
 def test_select_val_needs_a_validation_group(tmp_path):
