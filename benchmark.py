@@ -221,7 +221,8 @@ def main():
         info = pf.info()
     label = " (synthetic demo)" if info["synthetic"] else " (synthetic stand-in)" if args.stand_in else ""
     print(f"{args.data}: {info['dataset']}{label}, {info['hsi_bands']} + {info['aux_bands']} bands, "
-          f"{info['num_classes']} classes, patch {info['patch_size']}; batch {args.batch_size}, {args.steps} timed steps; "
+          f"{info['num_classes']} classes, patch {info['patch_size']}; batch {args.batch_size}, "
+          f"{args.steps} timed steps; "
           f"inference on {args.infer_patches} test patches, batch {args.infer_batch}; best of {args.rounds} rounds")
     modes = args.modes.split(",")
     best = {}
@@ -231,9 +232,10 @@ def main():
             old = best.get(name, r)
             best[name] = {**r, **{k: max(r[k], old[k]) for k in ("train", "infer", "peak_gb")},
                           **{k: max(r[k], old[k]) for k in ("floor_train", "floor_infer") if r[k]}}
+    ms = lambda patches_per_s: 1000 * args.batch_size / patches_per_s  # noqa: E731  (ms per training batch)
     for name in modes:
         r = best[name]
-        print(f"  {name:12s} {r['policy']:15s} train {r['train']:6.1f} patches/s ({1000 * args.batch_size / r['train']:5.0f} ms/batch, "
+        print(f"  {name:13s} {r['policy']:15s} train {r['train']:6.1f} patches/s ({ms(r['train']):5.0f} ms/batch, "
               f"{r['epoch_patches'] / r['train']:5.1f} s/epoch)   infer {r['infer']:6.1f} patches/s "
               f"({r['scene_pixels'] / r['infer'] / 60:5.1f} min per full-scene map)   peak {r['peak_gb']:.2f} GB")
     if args.floor:
@@ -241,14 +243,14 @@ def main():
               "build of the network that uses this backend's convolutions on this machine:")
         for name in modes:
             r = best[name]
-            print(f"  {name:12s} {r['policy']:15s} train {r['floor_train']:6.1f} patches/s "
-                  f"({1000 * args.batch_size / r['floor_train']:5.0f} ms/batch, {r['epoch_patches'] / r['floor_train']:5.1f} s/epoch)   "
+            print(f"  {name:13s} {r['policy']:15s} train {r['floor_train']:6.1f} patches/s "
+                  f"({ms(r['floor_train']):5.0f} ms/batch, {r['epoch_patches'] / r['floor_train']:5.1f} s/epoch)   "
                   f"infer {r['floor_infer']:6.1f} patches/s ({r['scene_pixels'] / r['floor_infer'] / 60:5.1f} min "
                   f"per full-scene map)")
     base = best[modes[0]]
     print(f"relative to {base['mode']}:")
     for name in modes:
-        print(f"  {name:12s} train x{best[name]['train'] / base['train']:.2f}   infer x{best[name]['infer'] / base['infer']:.2f}")
+        print(f"  {name:13s} train x{best[name]['train'] / base['train']:.2f}   infer x{best[name]['infer'] / base['infer']:.2f}")
 
 
 if __name__ == "__main__":
