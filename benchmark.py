@@ -232,7 +232,9 @@ def main():
             old = best.get(name, r)
             best[name] = {**r, **{k: max(r[k], old[k]) for k in ("train", "infer", "peak_gb")},
                           **{k: max(r[k], old[k]) for k in ("floor_train", "floor_infer") if r[k]}}
-    ms = lambda patches_per_s: 1000 * args.batch_size / patches_per_s  # noqa: E731  (ms per training batch)
+    def ms(patches_per_s):  # milliseconds per training batch
+        return 1000 * args.batch_size / patches_per_s
+
     for name in modes:
         r = best[name]
         print(f"  {name:13s} {r['policy']:15s} train {r['train']:6.1f} patches/s ({ms(r['train']):5.0f} ms/batch, "

@@ -57,6 +57,11 @@ from patchfile import PatchFile, PatchFileError  # noqa: E402
 
 HELD_OUT = {"val": "val", "authors": "test"}  # the split whose accuracy each protocol monitors
 
+
+def monitored(select):
+    """The history column a protocol selects its checkpoint by (None for 'last')."""
+    return f"{HELD_OUT[select]}_accuracy" if select in HELD_OUT else None
+
 PROTOCOLS = {
     "last": "last epoch (no checkpoint selection)",
     "val": "best validation accuracy (validation pixels carved from the training set)",
@@ -285,11 +290,19 @@ class RunState(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         append_history(os.path.join(self.run_dir, "history.csv"), epoch, logs)
         save_model(self.model, os.path.join(self.run_dir, "final.keras"))
-        if self.monitor and logs[self.monitor] > self.state.get("best", -1.0):
-            save_model(self.model, os.path.join(self.run_dir, "selected.keras"))
-            self.state.update(best=logs[self.monitor], selected_epoch=epoch + 1)
-        self.state.update(epochs_done=epoch + 1, final_sha256=sha256(os.path.join(self.run_dir, "final.keras")))
-        write_json(os.path.join(self.run_dir, "state.json"), self.state)
+        commit_epoch(self.run_dir, self.state, epoch + 1, logs[self.monitor] if self.monitor else None)
+
+
+def commit_epoch(run_dir, state, epoch, score):
+    """Once final.keras holds `epoch`: selected.keras (a copy of it) when the monitored score beats
+    the best so far, then state.json, the commit, with final.keras's digest."""
+    final = os.path.join(run_dir, "final.keras")
+    if score is not None and score > state.get("best", -1.0):
+        with replacing(os.path.join(run_dir, "selected.keras")) as tmp:
+            shutil.copyfile(final, tmp)
+        state.update(best=score, selected_epoch=epoch)
+    state.update(epochs_done=epoch, final_sha256=sha256(final))
+    write_json(os.path.join(run_dir, "state.json"), state)
 
 
 def append_history(path, epoch, logs):
@@ -423,12 +436,8 @@ def roll_forward(run_dir, config, state):
     if len(rows) <= done:
         raise RunError(f"{run_dir}: final.keras is newer than state.json, but history.csv has no row for epoch "
                        f"{done + 1}: the run cannot be continued consistently; start it again")
-    monitor = f"{HELD_OUT[config['select']]}_accuracy" if config["select"] in HELD_OUT else None
-    if monitor and float(rows[done][monitor]) > state.get("best", -1.0):
-        shutil.copyfile(final, os.path.join(run_dir, "selected.keras"))
-        state.update(best=float(rows[done][monitor]), selected_epoch=done + 1)
-    state.update(epochs_done=done + 1, final_sha256=sha256(final))
-    write_json(os.path.join(run_dir, "state.json"), state)
+    monitor = monitored(config["select"])
+    commit_epoch(run_dir, state, done + 1, float(rows[done][monitor]) if monitor else None)
     print(f"{run_dir}: final.keras was saved for epoch {done + 1} but state.json was not: completed from history.csv")
     return state
 
@@ -466,7 +475,7 @@ def train(config, state):
                  keras.callbacks.LearningRateScheduler(lambda e: lr_at(e, config))]
     if held_out:
         callbacks.append(HeldOutAccuracy(config["data"], held_out))
-    callbacks.append(RunState(run_dir, state, f"{held_out}_accuracy" if held_out else None))
+    callbacks.append(RunState(run_dir, state, monitored(config["select"])))
     if keras.backend.backend() == "tensorflow":
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard")))
     print(f"dtype policy {policy}, backend {keras.backend.backend()}, GPUs {gpu_count()}, run directory {run_dir}")
