@@ -2,17 +2,26 @@
 Turn a downloaded hyperspectral + LiDAR/SAR scene into the HDF5 patch file that model.py,
 evaluate.py and baselines.py read (its layout is patchfile.py's).
 
-It reads the files as they are distributed (MATLAB v5 and v7.3 .mat, structs included, GeoTIFF,
-.npy/.npz), checks them, min-max normalises every band of both modalities (over the whole scene, the
-authors' protocol, or over the training pixels only with --normalise train), and writes one file
-the size of the scene: the normalised scene, the coordinates and labels of every split, and the
-training (and validation) patches, P x P, centred on their pixel, zero outside the scene (the
-authors' P = 11). Test patches are cut from the stored scene when they are read. Maps hold classes
-1..C with 0 (or -1) unlabelled; the file holds 0..C-1.
+It reads the files as they are distributed (MATLAB v5 and v7.3 .mat, structs included, GeoTIFF and
+ENVI rasters through rasterio, .npy/.npz), checks them, min-max normalises every band of both
+modalities (over the whole scene, the authors' protocol, or over the training pixels only with
+--normalise train), and writes one file the size of the scene: the normalised scene, the per-band
+statistics it was normalised with, the coordinates and labels of every split, and the training (and
+validation) patches, P x P, centred on their pixel, zero outside the scene (the authors' P = 11).
+Test patches are cut from the stored scene when they are read. Maps hold classes 1..C with 0 (or
+-1) unlabelled; the file holds 0..C-1.
 
 A scene comes with its split as two maps (train, test), as one ground truth with index arrays
 (DCMNet's copies), or as one ground truth alone (MUUFL, Trento as tyust-dayu redistributes it):
-then --train-per-class N or --train-fraction F draws a seeded, stratified split.
+then --train-per-class N or --train-fraction F draws a seeded, stratified split. --split blocks
+draws a spatially disjoint one instead (whole B x B blocks to training or test, a buffer of 2 x (P // 2)
+pixels between test and training pixels), from the one ground truth or from the union of the
+distributed maps (then not the paper's split).
+
+Rasters that carry georeferencing (GeoTIFF, ENVI with map info) must share one grid (same CRS and
+transform); the file records it (crs_wkt, geotransform in GDAL order) so that maps can be written
+as GeoTIFFs a GIS opens in place (geo.write_label_geotiff). --like TRAIN.h5 prepares a co-registered
+scene without labels with a training file's normalisation statistics, patch size and classes.
 
 Examples:
   python DataPrepare.py --dataset houston2013 --source data/houston2013.mat --out data/houston2013.h5
@@ -23,10 +32,17 @@ Examples:
       --test te.mat:gt --class-names "Road,Tree,Roof" --out data/mine.h5
   python DataPrepare.py --dataset custom --hsi scene.mat:hsi.Data --aux scene.mat:hsi.Lidar.z \\
       --gt scene.mat:hsi.sceneLabels.labels --train-fraction 0.05 --out data/mine.h5
+  python DataPrepare.py --dataset houston2013 --source data/houston2013.mat --split blocks \\
+      --train-fraction 0.2 --block-size 32 --out data/houston2013-blocks.h5
+  python DataPrepare.py --dataset custom --hsi next.tif --aux next_dsm.tif --like data/mine.h5 --out data/next.h5
+
+The work is shared among modules that each own one concern, imported one way: readers.py (reading
+the formats, DataError), geo.py (georeferencing), splits.py (the split rules), synthetic.py (every
+synthetic scene), datasets.py (the presets and layouts, load_scene); this script normalises, checks
+and writes.
 """
 import argparse
 import colorsys
-import functools
 import json
 import os
 import re
@@ -38,633 +54,47 @@ import warnings
 
 import numpy as np
 
+import geo
 import patchfile
+from datasets import PRESETS, layout_help, load_scene
 from fileio import sha256
+from readers import DataError, as_channels, as_label_map, warn
+from splits import check_maps, check_sizes, make_splits, maps_from_index, split_blocks, split_ground_truth
 
-# -----------------------------------------------------------------------------
-# The registry: what each data set is called, its classes, colours and the file layouts it is
-# distributed in. Nothing here fixes a scene's size or band count; those come from the files.
-
-# role -> list of (file name, keys to look for, required). Several "aux" files are stacked as
-# channels of the second modality. In names and keys, "{dataset}" stands for the preset's name,
-# "{prefix}" for its file prefix and "{aux}" for its second modality (lidar or sar). A key with
-# dots is a path into a MATLAB struct.
-LAYOUTS = {
-    # the authors' single file, e.g. houston2013.mat with keys hsi, lidar, train, test
-    "single": {
-        "hsi": [("{dataset}.mat", ["hsi"], True)],
-        "aux": [("{dataset}.mat", ["lidar", "sar", "aux", "dsm"], True)],
-        "train": [("{dataset}.mat", ["train", "TRLabel"], True)],
-        "test": [("{dataset}.mat", ["test", "TSLabel"], True)],
-    },
-    # four files, one array each (Houston 2013, Trento, MUUFL as often redistributed)
-    "four-file": {
-        "hsi": [("HSI.mat", ["HSI"], True)],
-        "aux": [("LiDAR.mat", ["LiDAR"], True)],
-        "train": [("TRLabel.mat", ["TRLabel"], True)],
-        "test": [("TSLabel.mat", ["TSLabel"], True)],
-    },
-    # the GeoTIFFs of the IEEE GRSS Data Fusion Contest 2013 (the maps: danfenghong/ISPRS_S2FL)
-    "grss2013-tif": {
-        "hsi": [("2013_IEEE_GRSS_DF_Contest_CASI.tif", [], True)],
-        "aux": [("2013_IEEE_GRSS_DF_Contest_LiDAR.tif", [], True)],
-        "train": [("2013_IEEE_GRSS_DF_Contest_Samples_TR.tif", [], True)],
-        "test": [("2013_IEEE_GRSS_DF_Contest_Samples_VA.tif", [], True)],
-    },
-    # the HSI-SAR(-DSM) sets published with Hong et al.'s work (Berlin, Augsburg)
-    "hsi-sar": {
-        "hsi": [("data_HS_LR.mat", ["data_HS_LR"], True)],
-        "aux": [("data_SAR_HR.mat", ["data_SAR_HR"], True), ("data_DSM.mat", ["data_DSM"], False)],
-        "train": [("TrainImage.mat", ["TrainImage"], True)],
-        "test": [("TestImage.mat", ["TestImage"], True)],
-    },
-    # oucailab/DCMNet's copies (folders Houston2018/, Berlin/, Augsburg/, ...): the whole ground
-    # truth, and the split as (N, 2) arrays of 0-based (row, col) indices into it
-    "dcmnet": {
-        "hsi": [("{prefix}_hsi.mat", ["{prefix}_hsi"], True)],
-        "aux": [("{prefix}_{aux}.mat", ["{prefix}_{aux}"], True)],
-        "gt": [("{prefix}_gt.mat", ["{prefix}_gt"], True)],
-        "train_index": [("{prefix}_index.mat", ["{prefix}_train"], True)],
-        "test_index": [("{prefix}_index.mat", ["{prefix}_test"], True)],
-    },
-    # GatorSense/MUUFLGulfport's scene-label file: one MATLAB struct, one ground truth (-1
-    # unlabelled); the LiDAR rasters of the first of its two Lidar structs, as its owners' code and
-    # rs-fusion-datasets use them
-    "muufl-struct": {
-        "hsi": [("muufl_gulfport_campus_1_hsi_220_label.mat", ["hsi.Data"], True)],
-        "aux": [("muufl_gulfport_campus_1_hsi_220_label.mat", ["hsi.Lidar(1).z"], True)],
-        "gt": [("muufl_gulfport_campus_1_hsi_220_label.mat", ["hsi.sceneLabels.labels"], True)],
-    },
-    # Trento as tyust-dayu/Trento redistributes it: one ground truth holding every labelled pixel
-    "trento-tyust": {
-        "hsi": [("Italy_hsi.mat", ["data"], True)],
-        "aux": [("Italy_lidar.mat", ["data"], True)],
-        "gt": [("allgrd.mat", ["mask_test"], True)],
-    },
-}
-
-PRESETS = {
-    "houston2013": dict(
-        title="Houston 2013 (IEEE GRSS DFC 2013)", aux="lidar", prefix="houston", folders=["Houston2013"],
-        layouts=["single", "four-file", "grss2013-tif", "dcmnet"],
-        class_names=["Healthy grass", "Stressed grass", "Synthetic grass", "Trees", "Soil", "Water",
-                     "Residential", "Commercial", "Road", "Highway", "Railway", "Parking lot 1",
-                     "Parking lot 2", "Tennis court", "Running track"],
-        # the colours most Houston 2013 maps in the literature use
-        palette=[[0, 205, 0], [127, 255, 0], [46, 139, 87], [0, 139, 0], [160, 82, 45],
-                 [0, 255, 255], [255, 255, 255], [216, 191, 216], [255, 0, 0], [139, 0, 0],
-                 [0, 0, 0], [255, 255, 0], [238, 154, 0], [85, 26, 139], [255, 127, 80]]),
-    "houston2018": dict(
-        title="Houston 2018 (IEEE GRSS DFC 2018)", aux="lidar", prefix="houston", folders=["Houston2018"],
-        layouts=["dcmnet", "single", "four-file"],
-        # the contest's 48 bands (380-1050 nm), as the paper uses them; copies with 50 channels
-        # (DCMNet's) carry two more, which DeepHyperX also drops
-        hsi_channels=48,
-        class_names=["Healthy grass", "Stressed grass", "Artificial turf", "Evergreen trees",
-                     "Deciduous trees", "Bare earth", "Water", "Residential buildings",
-                     "Non-residential buildings", "Roads", "Sidewalks", "Crosswalks",
-                     "Major thoroughfares", "Highways", "Railways", "Paved parking lots",
-                     "Unpaved parking lots", "Cars", "Trains", "Stadium seats"],
-        palette=[[50, 205, 50], [173, 255, 47], [0, 128, 128], [34, 139, 34], [107, 142, 35],
-                 [160, 82, 45], [0, 0, 255], [255, 215, 0], [255, 140, 0], [128, 128, 128],
-                 [211, 211, 211], [255, 255, 255], [220, 20, 60], [139, 0, 0], [75, 0, 130],
-                 [255, 105, 180], [210, 180, 140], [0, 255, 255], [148, 0, 211], [255, 0, 255]]),
-    "berlin": dict(
-        title="Berlin (HSI-SAR)", aux="sar", prefix="berlin", folders=["Berlin"],
-        layouts=["hsi-sar", "dcmnet"],
-        class_names=["Forest", "Residential area", "Industrial area", "Low plants", "Soil",
-                     "Allotment", "Commercial area", "Water"],
-        palette=[[0, 100, 0], [255, 0, 0], [128, 128, 128], [124, 252, 0], [160, 82, 45],
-                 [255, 215, 0], [255, 0, 255], [0, 0, 255]]),
-    "augsburg": dict(
-        title="Augsburg (HSI-SAR-DSM)", aux="sar", prefix="augsburg", folders=["Augsburg"],
-        layouts=["hsi-sar", "dcmnet"],
-        class_names=["Forest", "Residential area", "Industrial area", "Low plants", "Allotment",
-                     "Commercial area", "Water"],
-        palette=[[0, 100, 0], [255, 0, 0], [128, 128, 128], [124, 252, 0], [255, 215, 0],
-                 [255, 0, 255], [0, 0, 255]]),
-    "trento": dict(
-        title="Trento", aux="lidar", prefix="trento", folders=["Trento"],
-        layouts=["four-file", "single", "trento-tyust", "dcmnet"],
-        class_names=["Apple trees", "Buildings", "Ground", "Woods", "Vineyard", "Roads"],
-        palette=[[34, 139, 34], [255, 0, 0], [210, 180, 140], [0, 100, 0], [148, 0, 211],
-                 [128, 128, 128]]),
-    "muufl": dict(
-        title="MUUFL Gulfport", aux="lidar", prefix="muufl", folders=["MUUFLGulfportSceneLabels"],
-        layouts=["muufl-struct", "four-file", "single"],
-        class_names=["Trees", "Mostly grass", "Mixed ground surface", "Dirt and sand", "Road",
-                     "Water", "Building shadow", "Buildings", "Sidewalk", "Yellow curb",
-                     "Cloth panels"],
-        palette=[[0, 128, 0], [124, 252, 0], [0, 255, 255], [210, 180, 140], [255, 0, 0],
-                 [0, 0, 255], [72, 61, 139], [255, 140, 0], [255, 0, 255], [255, 255, 0],
-                 [255, 255, 255]]),
-    "demo": dict(
-        title="synthetic demo scene (not real data)", aux="lidar", layouts=["synthetic"],
-        class_names=["Grass", "Trees", "Bare soil", "Road", "Roof", "Water"],
-        palette=[[124, 252, 0], [0, 100, 0], [160, 82, 45], [128, 128, 128], [255, 0, 0],
-                 [0, 0, 255]]),
-    "custom": dict(
-        title="custom scene", aux="aux", layouts=["files"], class_names=None, palette=None),
-}
 
 NORMALISATIONS = {
     "scene": "min-max per band over the whole scene (authors' protocol)",
     "train": "min-max per band over the training pixels only, other pixels clipped to [0, 1]",
 }
-
-
-class DataError(ValueError):
-    """A problem with the input files; the message names the file, key and shape."""
-
-
-class DataWarning(UserWarning):
-    """Something unusual in the input that does not stop the preparation."""
-
-
-def warn(msg):
-    warnings.warn(msg, DataWarning, stacklevel=2)
+SPLIT_METHODS = ("random", "blocks")
+BLOCK_SIZE = 32  # --split blocks' default block side, in pixels
 
 
 # -----------------------------------------------------------------------------
-# Reading arrays from the formats scenes come in
+# Normalising
 
-def is_matlab_v73(path):
-    import h5py
-    return h5py.is_hdf5(path)  # v7.3 files are HDF5 behind a 512-byte MATLAB header
+class Normalised:
+    """Rows of a raw (H, W, B) array, min-max normalised per band as they are asked for
+    (rows[a:b] -> float32), so that no normalised copy of the whole scene is ever made."""
 
+    def __init__(self, raw, lo, hi, clip, where, name, over="the scene"):
+        self.raw, self.shape, self.clip = raw, raw.shape, clip
+        work = np.result_type(raw.dtype, np.float32)  # float64 data is offset in float64, then stored as float32
+        self.lo = lo.astype(work)
+        self.span = (hi.astype(work) - self.lo).astype(np.float32)
+        for band in np.flatnonzero(self.span == 0):
+            warn(f"{name} band {band} of {where} is constant over {over} ({self.lo[band]}); it becomes 0 there")
+        self.span[self.span == 0] = 1  # a constant band gives (x - lo) / 1 = 0, no division by zero
 
-def list_arrays(path):
-    """What a file holds, read from its header only: {name: shape, or 'struct'}. Formats that hold
-    one unnamed array (.npy, .tif) give {None: shape}."""
-    ext = os.path.splitext(path)[1].lower()
-    if ext == ".mat" and is_matlab_v73(path):
-        import h5py
-        with h5py.File(path, "r") as f:
-            # MATLAB keeps its own bookkeeping under names starting with '#'; a struct is a group
-            return {k: tuple(reversed(v.shape)) if isinstance(v, h5py.Dataset) else "struct"
-                    for k, v in f.items() if not k.startswith(("#", "__"))}
-    if ext == ".mat":
-        import scipy.io
-        return {name: "struct" if kind == "struct" else tuple(shape)
-                for name, shape, kind in scipy.io.whosmat(path) if not name.startswith("__")}
-    if ext in (".tif", ".tiff"):
-        import tifffile
-        with tifffile.TiffFile(path) as tif:
-            return {None: tuple(tif.series[0].shape)}
-    if ext == ".npy":
-        return {None: tuple(np.load(path, mmap_mode="r").shape)}
-    if ext == ".npz":
-        with np.load(path) as z:
-            return {k: None for k in z.files}
-    raise DataError(f"{path}: unknown file type '{ext}' (read: .mat, .tif, .tiff, .npy, .npz)")
-
-
-def struct_path(key):
-    """'hsi.Lidar(1).z' -> [('hsi', None), ('Lidar', 1), ('z', None)] (MATLAB's 1-based element)."""
-    parts = []
-    for part in key.split("."):
-        m = re.fullmatch(r"([A-Za-z_]\w*)(?:\((\d+)\))?", part)
-        if not m or (m.group(2) is not None and int(m.group(2)) < 1):
-            raise DataError(f"key '{key}': '{part}' is not a field name (optionally with a 1-based element, as in Lidar(1))")
-        parts.append((m.group(1), None if m.group(2) is None else int(m.group(2))))
-    return parts
-
-
-def load_array(path, key):
-    """The array `key` of `path`, in (H, W[, bands]) order. A key with dots (or an element such as
-    Lidar(1)) is a path into a MATLAB struct; through a struct array it gives one array per
-    element, stacked as channels."""
-    ext = os.path.splitext(path)[1].lower()
-    if ext == ".mat" and key is not None and re.search(r"[.(]", key):
-        reader = struct_arrays_v73 if is_matlab_v73(path) else struct_arrays_v5
-        return stack_channels(reader(path, struct_path(key)), f"{path} key '{key}'")
-    if ext == ".mat" and is_matlab_v73(path):
-        import h5py
-        with h5py.File(path, "r") as f:
-            # MATLAB writes column-major, so h5py sees the axes reversed: (B, W, H) for (H, W, B)
-            return f[key][()].transpose()
-    if ext == ".mat":
-        import scipy.io
-        return scipy.io.loadmat(path, variable_names=[key])[key]
-    if ext in (".tif", ".tiff"):
-        import tifffile
-        with tifffile.TiffFile(path) as tif:
-            series = tif.series[0]
-            arr, axes = series.asarray(), series.axes
-        # band-sequential GeoTIFFs come as (bands, H, W); the file's axes string says so
-        if arr.ndim == 3 and axes.endswith("YX"):
-            arr = np.moveaxis(arr, 0, -1)
-        return arr
-    if ext == ".npy":
-        return np.load(path, allow_pickle=False)
-    with np.load(path, allow_pickle=False) as z:
-        return z[key]
-
-
-@functools.lru_cache(maxsize=1)
-def load_struct_v5(path, top):
-    """A top-level variable of a MATLAB v5/v7 file as scipy's mat_struct objects; kept while the
-    scene's other fields are read from the same struct (load_scene clears it)."""
-    import scipy.io
-    return scipy.io.loadmat(path, variable_names=[top], squeeze_me=True, struct_as_record=False)[top]
-
-
-def struct_arrays_v5(path, parts):
-    """The arrays at a struct path of a MATLAB v5/v7 file (scipy's mat_struct objects)."""
-    from scipy.io.matlab import mat_struct
-
-    def elements(value):  # a struct, or a struct array, as a list of structs (MATLAB's order)
-        if isinstance(value, mat_struct):
-            return [value]
-        if isinstance(value, np.ndarray) and value.dtype == object and value.size \
-                and all(isinstance(v, mat_struct) for v in value.ravel()):
-            return list(value.ravel(order="F"))
-        return None
-
-    top, index = parts[0]
-    nodes, where = [load_struct_v5(path, top)], top
-    for name, next_index in parts[1:] + [(None, None)]:
-        if index is not None:
-            picked = elements(nodes[0]) if len(nodes) == 1 else None
-            if picked is None or index > len(picked):
-                raise DataError(f"{path}: '{where}' has no element {index} (it holds {len(picked or [])} struct(s))")
-            nodes = [picked[index - 1]]
-        if name is None:
-            return nodes
-        children = []
-        for node in nodes:
-            structs = elements(node)
-            if structs is None:
-                raise DataError(f"{path}: '{where}' is not a struct, so it has no field '{name}'")
-            for s in structs:
-                if name not in s._fieldnames:
-                    raise DataError(f"{path}: '{where}' has no field '{name}'; its fields are "
-                                    f"{', '.join(s._fieldnames)}")
-                children.append(getattr(s, name))
-        nodes, where, index = children, f"{where}.{name}", next_index
-
-
-def struct_arrays_v73(path, parts):
-    """The arrays at a struct path of a MATLAB v7.3 (HDF5) file. A struct is a group; a struct
-    array's fields, and a cell array, are datasets of references, one per element. So an element
-    index on a struct array (Lidar(1) of a group) waits for the field's references; on a cell array
-    (Lidar(1) of a dataset of references) it picks at once."""
-    import h5py
-    with h5py.File(path, "r") as f:
-        nodes, where, pending = [f], path, None
-        for name, index in parts:
-            children, consumed = [], False
-            for node in nodes:
-                if not isinstance(node, h5py.Group):
-                    raise DataError(f"{path}: '{where}' is not a struct, so it has no field '{name}'")
-                if name not in node:
-                    fields = [k for k in node.keys() if not k.startswith("#")]
-                    raise DataError(f"{path}: '{where}' has no field '{name}'; its fields are {', '.join(fields)}")
-                child = node[name]
-                if isinstance(child, h5py.Dataset) and h5py.check_dtype(ref=child.dtype):
-                    refs = list(child[()].ravel())  # C order of the reversed axes = MATLAB's order
-                    pick = pending if pending is not None else index
-                    consumed = consumed or (pending is None and index is not None)
-                    if pick is not None:
-                        if pick > len(refs):
-                            owner = where if pending is not None else f"{where}.{name}"  # struct array or cell
-                            raise DataError(f"{path}: '{owner}' has no element {pick} (it holds {len(refs)})")
-                        refs = [refs[pick - 1]]
-                    children.extend(f[ref] for ref in refs)
-                elif pending not in (None, 1):
-                    raise DataError(f"{path}: '{where}' has no element {pending} (it is a single struct)")
-                else:
-                    children.append(child)
-            nodes, where = children, name if where == path else f"{where}.{name}"
-            pending = None if consumed else index
-        if pending not in (None, 1) or not all(isinstance(n, h5py.Dataset) for n in nodes):
-            raise DataError(f"{path}: '{where}' is not a numeric array (a struct, or an element of one)")
-        return [n[()].transpose() for n in nodes]
-
-
-def stack_channels(arrays, where):
-    """One array, or several (a field of a struct array) stacked as channels of one (H, W, C)."""
-    for a in arrays:
-        if not isinstance(a, np.ndarray) or a.dtype.kind not in "biuf":
-            kind = a.dtype if isinstance(a, np.ndarray) else type(a).__name__
-            raise DataError(f"{where}: holds {kind} data, not a numeric array")
-    if len(arrays) == 1:
-        return arrays[0]
-    shapes = {a.shape[:2] for a in arrays}
-    if len(shapes) > 1 or any(a.ndim not in (2, 3) for a in arrays):
-        raise DataError(f"{where}: the struct array's {len(arrays)} elements differ in shape "
-                        f"({', '.join(str(a.shape) for a in arrays)}); name one element, as in Lidar(1)")
-    return np.concatenate([a[..., None] if a.ndim == 2 else a for a in arrays], axis=-1)
-
-
-def choose_key(path, keys, key, candidates):
-    """Pick the array to read: the key asked for; else the first candidate present (any case);
-    else the file's only array. A struct path is looked up by its first name."""
-    names = [k for k in keys if k is not None]
-    listing = ", ".join(f"'{k}' {keys[k]}" if keys[k] else f"'{k}'" for k in names) \
-        or "none: it holds one unnamed array"
-    top = lambda k: re.split(r"[.(]", k)[0]  # noqa: E731
-    if key is not None:
-        if top(key) in keys:
-            return key
-        raise DataError(f"{path}: no key '{top(key)}'; the file holds {listing}")
-    for want in candidates:
-        for k in names:
-            if k == top(want) or k.lower() == top(want).lower():
-                return k + want[len(top(want)):]
-    if len(keys) == 1 and next(iter(keys.values())) != "struct":
-        return next(iter(keys))
-    if not keys:
-        raise DataError(f"{path}: holds no numeric array")
-    looked = f"none of {candidates} is there; " if candidates else ""
-    raise DataError(f"{path}: {looked}the file holds {listing}; name one as FILE:KEY")
-
-
-def read_array(path, key=None, candidates=()):
-    """Return (array, where) with `where` naming the file and key for messages."""
-    if not os.path.isfile(path):
-        raise DataError(f"{path}: no such file")
-    try:
-        keys = list_arrays(path)
-        key = choose_key(path, keys, key, candidates)
-        arr = load_array(path, key)
-    except DataError:
-        raise
-    except Exception as e:  # scipy, h5py and tifffile each fail in their own way on a bad file
-        at = f" key '{key}'" if key else ""
-        raise DataError(f"{path}{at}: cannot read it ({type(e).__name__}: {e}); "
-                        "is the file complete (not truncated) and of the type its name says?") from None
-    where = f"{path} key '{key}'" if key else path
-    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "biuf":
-        kind = arr.dtype if isinstance(arr, np.ndarray) else type(arr).__name__
-        raise DataError(f"{where}: holds {kind} data, not a numeric array")
-    return arr, where
-
-
-# -----------------------------------------------------------------------------
-# Finding the files of a preset's layout
-
-def layout_files(dataset, layout):
-    """{role: [(file name, candidate keys, required)]} of a layout, with the preset's names filled in."""
-    preset = PRESETS[dataset]
-    fill = lambda text: text.format(dataset=dataset, prefix=preset.get("prefix", dataset), aux=preset["aux"])  # noqa: E731
-    return {role: [(fill(name), [fill(k) for k in keys], required) for name, keys, required in entries]
-            for role, entries in LAYOUTS[layout].items()}
-
-
-def match_layout(dataset, folder):
-    """(layout, {role: [(path, keys)]}) for the first of the preset's layouts complete in `folder`."""
-    present = {name.lower(): name for name in os.listdir(folder)}  # file names in any case
-    for layout in PRESETS[dataset]["layouts"]:
-        if layout not in LAYOUTS:
-            continue
-        files, complete = {}, True
-        for role, entries in layout_files(dataset, layout).items():
-            for name, keys, required in entries:
-                found = present.get(name.lower())
-                if found:
-                    files.setdefault(role, []).append((os.path.join(folder, found), keys))
-                elif required:
-                    complete = False
-        if complete:
-            return layout, files
-    return None
-
-
-def find_layout(dataset, source):
-    """Return (layout name, {role: [(path, candidate keys), ...]}) for what exists at `source`: the
-    folder itself, else one of its subfolders (those named as the preset's usual folder first), or
-    a single file that a layout names (or any .mat file for the 'single' layout)."""
-    preset = PRESETS[dataset]
-    if os.path.isfile(source):
-        return single_file_layout(dataset, source)
-    if not os.path.isdir(source):
-        raise DataError(f"{source}: no such file or folder")
-    subfolders = sorted((e.name for e in os.scandir(source) if e.is_dir()),
-                        key=lambda n: (n.lower() not in [f.lower() for f in preset.get("folders", [])], n))
-    for folder in [source] + [os.path.join(source, n) for n in subfolders]:
-        found = match_layout(dataset, folder)
-        if found:
-            return found
-    there = ", ".join(sorted(os.listdir(source))[:20]) or "nothing"
-    raise DataError(f"{source}: found none of the {dataset} layouts {layout_help(dataset)} in it or in its "
-                    f"subfolders; the folder holds {there}")
-
-
-def single_file_layout(dataset, source):
-    name = os.path.basename(source).lower()
-    for layout in PRESETS[dataset]["layouts"]:
-        if layout not in LAYOUTS:
-            continue
-        roles = layout_files(dataset, layout)
-        names = {n.lower() for entries in roles.values() for n, _, _ in entries}
-        if names == {name} or (layout == "single" and name.endswith(".mat")):
-            return layout, {role: [(source, keys)] for role, ((_, keys, _),) in roles.items()}
-    raise DataError(f"{source}: the {dataset} preset reads a folder in one of the layouts "
-                    f"{layout_help(dataset)}, not this single file")
-
-
-def layout_help(dataset):
-    """The file names each layout of a preset expects, for messages and --help."""
-    out = []
-    for layout in PRESETS[dataset]["layouts"]:
-        if layout not in LAYOUTS:
-            continue
-        names = []
-        for entries in layout_files(dataset, layout).values():
-            for name, _, required in entries:
-                name = name + ("" if required else " (optional)")
-                if name not in names:
-                    names.append(name)
-        out.append(f"[{layout}: {', '.join(names)}]")
-    return " ".join(out)
-
-
-def split_spec(spec):
-    """'FILE:KEY' -> (FILE, KEY); a path that exists as given keeps its colons (C:\\...)."""
-    if os.path.exists(spec) or ":" not in spec:
-        return spec, None
-    path, key = spec.rsplit(":", 1)
-    return path, key or None
-
-
-def load_scene(dataset, source=None, custom=None, seed=0):
-    """Read a scene's raw arrays. Returns a dict with hsi, aux (lists of (array, where)), the split
-    as train and test maps, or gt with train_index and test_index, or gt alone ((array, where)
-    each), and layout, files, aux_name, class_names, palette, synthetic."""
-    preset = PRESETS[dataset]
-    scene = dict(aux_name=preset["aux"], class_names=preset["class_names"],
-                 palette=preset["palette"], synthetic=False, files=[])
-    if dataset == "demo":
-        demo = make_demo_scene(seed)
-        return dict(scene, layout="synthetic", synthetic=True, hsi=[(demo["hsi"], "demo hsi")],
-                    aux=[(demo["aux"], "demo aux")], train=(demo["train"], "demo train map"),
-                    test=(demo["test"], "demo test map"))
-    if dataset == "custom":
-        layout = "files"
-        files = {role: [split_spec(custom[role])] for role in ("hsi", "aux", "train", "test", "gt") if custom.get(role)}
-        scene.update(aux_name=custom.get("aux_name") or "aux", class_names=custom.get("class_names"))
-        read = {}
-        for role, entries in files.items():
-            print(f"reading {entries[0][0]}", flush=True)
-            read[role] = [read_array(path, key) for path, key in entries]
-    else:
-        layout, files = find_layout(dataset, source)
-        read, seen = {}, set()
-        for role, entries in files.items():
-            read[role] = []
-            for path, keys in entries:
-                if path not in seen:
-                    print(f"reading {path}", flush=True)
-                    seen.add(path)
-                read[role].append(read_array(path, candidates=keys))
-    if len(files["aux"]) > 1:  # e.g. Augsburg's SAR with its DSM stacked as more channels
-        scene["aux_name"] += "+" + "+".join(
-            os.path.splitext(os.path.basename(p))[0].split("_")[-1].lower() for p, _ in files["aux"][1:])
-    load_struct_v5.cache_clear()
-    scene["files"] = sorted({os.path.abspath(path) for entries in files.values() for path, _ in entries})
-    return dict(scene, layout=layout, hsi=read["hsi"], aux=read["aux"],
-                **{role: read[role][0] for role in ("train", "test", "gt", "train_index", "test_index") if role in read})
-
-
-# -----------------------------------------------------------------------------
-# Checks
-
-def as_label_map(arr, where):
-    """A 2-D int32 map of classes 1..C, 0 unlabelled (-1 is read as unlabelled too, as MUUFL
-    stores it); refuses anything else."""
-    m = np.squeeze(arr) if arr.ndim > 2 else arr  # a (H, W, 1) map is still a map
-    if m.ndim != 2:
-        raise DataError(f"{where}: a label map must be a 2-D (H, W) integer array, got shape {arr.shape}")
-    if m.dtype.kind == "f":
-        if not np.isfinite(m).all():
-            raise DataError(f"{where} shape {arr.shape}: the label map holds NaN or Inf values")
-        fractional = m != np.round(m)
-        if fractional.any():
-            r, c = np.argwhere(fractional)[0]
-            raise DataError(f"{where} shape {arr.shape}: a label map must hold whole numbers "
-                            f"(classes 1..C, 0 unlabelled), found {m[r, c]} at row {r}, col {c}")
-    elif m.dtype.kind not in "biu":
-        raise DataError(f"{where} shape {arr.shape}: a label map must hold integers, not {m.dtype}")
-    if m.size and m.min() < -1:
-        raise DataError(f"{where} shape {arr.shape}: negative labels ({m.min()}); "
-                        "classes are 1..C with 0 (or -1) unlabelled")
-    return np.maximum(m, 0).astype(np.int32)
-
-
-def as_channels(arr, where, name):
-    """(H, W) -> (H, W, 1); (H, W, B) as it is."""
-    if arr.ndim == 2:
-        return arr[..., None]
-    if arr.ndim != 3:
-        raise DataError(f"{where}: the {name} must be (H, W) or (H, W, bands), got shape {arr.shape}")
-    return arr
-
-
-def as_coords(arr, where, shape):
-    """An index array as (N, 2) int64 0-based (row, col) inside an H x W scene."""
-    if arr.ndim == 2 and arr.shape[0] == 2 and arr.shape[1] != 2:
-        arr = arr.T  # (2, N), as some MATLAB code saves them
-    if arr.ndim != 2 or arr.shape[1] != 2:
-        raise DataError(f"{where}: an index array must be (N, 2) 0-based (row, col) pixel indices, "
-                        f"got shape {arr.shape}")
-    if arr.dtype.kind == "f" and (~np.isfinite(arr) | (arr != np.round(arr))).any():
-        raise DataError(f"{where} shape {arr.shape}: pixel indices must be whole numbers")
-    coords = arr.astype(np.int64)
-    h, w = shape
-    outside = (coords < 0).any(1) | (coords[:, 0] >= h) | (coords[:, 1] >= w)
-    if outside.any():
-        r, c = coords[outside][0]
-        one_based = coords.min() >= 1 and (coords[:, 0].max() == h or coords[:, 1].max() == w)
-        raise DataError(f"{where} shape {arr.shape}: {int(outside.sum())} index(es) outside the {h} x {w} scene, "
-                        f"the first (row {r}, col {c}); indices are 0-based (row, col)"
-                        + ("; these look 1-based (MATLAB's): subtract 1" if one_based else ""))
-    unique = np.unique(coords, axis=0)
-    if len(unique) < len(coords):
-        warn(f"{where}: {len(coords) - len(unique)} pixel index(es) repeated; each pixel is used once")
-    return unique
-
-
-def maps_from_index(gt, gt_where, train, test):
-    """Train and test maps from the whole ground truth and two index arrays ((array, where) each)."""
-    maps, sets = [], []
-    for arr, where in (train, test):
-        coords = as_coords(arr, where, gt.shape)
-        labels = gt[coords[:, 0], coords[:, 1]]
-        if (labels == 0).any():
-            r, c = coords[labels == 0][0]
-            raise DataError(f"{where}: {int((labels == 0).sum())} of its {len(coords)} pixels are unlabelled in "
-                            f"{gt_where} (shape {gt.shape}), the first (row {r}, col {c}); indices are 0-based (row, col)")
-        m = np.zeros_like(gt)
-        m[coords[:, 0], coords[:, 1]] = labels
-        maps.append(m)
-        sets.append(coords)
-    shared = (maps[0] > 0) & (maps[1] > 0)
-    if shared.any():
-        r, c = np.argwhere(shared)[0]
-        raise DataError(f"{train[1]} and {test[1]}: the training and test indices share {int(shared.sum())} "
-                        f"pixel(s), the first (row {r}, col {c}); a pixel may be in one of them only")
-    return maps
-
-
-def split_ground_truth(gt, where, class_names, per_class=None, fraction=None, seed=0):
-    """Train and test maps drawn from one ground truth: per_class pixels of each class (or
-    round(fraction * n), at least 1) for training, the rest for testing; stratified, seeded with
-    numpy's default_rng((seed, 1)). Refuses a split that leaves a class without test pixels."""
-    def count(c, n):
-        k = per_class if per_class else max(1, int(round(fraction * n)))
-        if k >= n:
-            name = class_names[c - 1] if class_names and c <= len(class_names) else f"class {c}"
-            rule = f"--train-per-class {per_class}" if per_class else f"--train-fraction {fraction}"
-            raise DataError(f"{where}: class {c} ({name}) has {n} labelled pixel(s): {rule} takes {k} for "
-                            "training and leaves none for testing; ask for fewer")
-        return k
-
-    labelled = np.flatnonzero(gt > 0)  # row-major
-    chosen = draw_per_class(gt.flat[labelled], count, np.random.default_rng([seed, 1]))
-    train = np.zeros_like(gt)
-    train.flat[labelled[chosen]] = gt.flat[labelled[chosen]]
-    return train, np.where(train > 0, 0, gt)
-
-
-def draw_per_class(labels, count, rng):
-    """Boolean mask over labels: count(c, n) of the n pixels of each class c, drawn without
-    replacement, classes in increasing order."""
-    chosen = np.zeros(len(labels), bool)
-    for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)
-        chosen[rng.choice(idx, count(c, len(idx)), replace=False)] = True
-    return chosen
-
-
-def check_sizes(pieces, height, width):
-    """All modalities and maps must cover the same H x W pixels."""
-    if any(arr.shape[:2] != (height, width) for arr, _ in pieces):
-        listing = "; ".join(f"{where} shape {arr.shape}" for arr, where in pieces)
-        raise DataError(f"height/width differ between the inputs: {listing}")
-
-
-def check_maps(train, test, train_where, test_where):
-    """Number of classes C; refuses overlapping or empty maps, warns for classes without training."""
-    overlap = (train > 0) & (test > 0)
-    if overlap.any():
-        r, c = np.argwhere(overlap)[0]
-        raise DataError(f"train map {train_where} and test map {test_where} (shape {train.shape}) "
-                        f"overlap at {int(overlap.sum())} pixel(s), the first at row {r}, col {c}; "
-                        "a pixel may be in one of them only")
-    for m, where in ((train, train_where), (test, test_where)):
-        if not (m > 0).any():
-            raise DataError(f"{where} shape {m.shape}: the map has no labelled pixels")
-    n_classes = int(max(train.max(), test.max()))
-    in_train, in_test = np.bincount(train.ravel(), minlength=n_classes + 1), np.bincount(test.ravel(), minlength=n_classes + 1)
-    untrained = [c for c in range(1, n_classes + 1) if in_test[c] and not in_train[c]]
-    if untrained:
-        warn(f"class(es) {untrained} appear in the test map {test_where} but not in the training "
-             f"map {train_where}: the model cannot learn them")
-    missing = [c for c in range(1, n_classes + 1) if not in_test[c] and not in_train[c]]
-    if missing:
-        warn(f"class(es) {missing} appear in neither map (labels run 1..{n_classes})")
-    return n_classes
+    def __getitem__(self, rows):
+        block = self.raw[rows]
+        out = np.empty(block.shape, np.float32)
+        for j in range(0, block.shape[1], 64):  # column blocks keep a column-major transpose in cache
+            np.subtract(block[:, j:j + 64], self.lo, out=out[:, j:j + 64], casting="same_kind")
+        out /= self.span  # division, not multiplication, so that the maximum becomes exactly 1
+        if self.clip:
+            np.clip(out, 0, 1, out=out)
+        return out
 
 
 def band_range(x, where, name, pixels=None):
@@ -694,108 +124,6 @@ def resolve_classes(names, palette, n_classes, dataset, where):
         palette = [[round(255 * v) for v in colorsys.hsv_to_rgb(c / n_classes, 0.85, 0.95)]
                    for c in range(n_classes)]
     return list(names), np.asarray(palette, np.int32)
-
-
-# -----------------------------------------------------------------------------
-# Normalising and splitting
-
-class Normalised:
-    """Rows of a raw (H, W, B) array, min-max normalised per band as they are asked for
-    (rows[a:b] -> float32), so that no normalised copy of the whole scene is ever made."""
-
-    def __init__(self, raw, lo, hi, clip, where, name, over="the scene"):
-        self.raw, self.shape, self.clip = raw, raw.shape, clip
-        work = np.result_type(raw.dtype, np.float32)  # float64 data is offset in float64, then stored as float32
-        self.lo = lo.astype(work)
-        self.span = (hi.astype(work) - self.lo).astype(np.float32)
-        for band in np.flatnonzero(self.span == 0):
-            warn(f"{name} band {band} of {where} is constant over {over} ({self.lo[band]}); it becomes 0 there")
-        self.span[self.span == 0] = 1  # a constant band gives (x - lo) / 1 = 0, no division by zero
-
-    def __getitem__(self, rows):
-        block = self.raw[rows]
-        out = np.empty(block.shape, np.float32)
-        for j in range(0, block.shape[1], 64):  # column blocks keep a column-major transpose in cache
-            np.subtract(block[:, j:j + 64], self.lo, out=out[:, j:j + 64], casting="same_kind")
-        out /= self.span  # division, not multiplication, so that the maximum becomes exactly 1
-        if self.clip:
-            np.clip(out, 0, 1, out=out)
-        return out
-
-
-def make_splits(train, test, val_fraction, seed):
-    """{split: (coords (N, 2), labels (N,) 0..C-1)}, pixels in row-major order. The val split
-    takes round(f * n_c) pixels of each class c from training (at least 1 when n_c >= 2, never
-    all of them), drawn with numpy's default_rng(seed)."""
-    splits = {}
-    for name, m in (("train", train), ("test", test)):
-        coords = np.argwhere(m > 0).astype(np.int32)
-        splits[name] = (coords, (m[coords[:, 0], coords[:, 1]] - 1).astype(np.int32))
-    if val_fraction > 0:
-        coords, labels = splits["train"]
-        is_val = draw_per_class(labels, lambda c, n: min(max(int(round(val_fraction * n)), 1), n - 1),
-                                np.random.default_rng(seed))
-        splits["train"] = (coords[~is_val], labels[~is_val])
-        splits["val"] = (coords[is_val], labels[is_val])
-    return splits
-
-
-# -----------------------------------------------------------------------------
-# The synthetic demo scene
-
-def make_demo_scene(seed=0):
-    """A small synthetic co-registered HSI + LiDAR scene (64 x 96 pixels, 32 bands, 6 classes),
-    made here so that a new user can run the whole pipeline without a download. Classes are
-    blob-shaped regions with their own smooth spectra and heights plus noise; grass/trees and
-    road/roof look alike in the spectra and differ in height, so both modalities matter."""
-    from scipy import ndimage
-    rng = np.random.default_rng(seed)
-    h, w, bands, n_classes = 64, 96, 32, 6
-    preset = PRESETS["demo"]
-
-    def smooth(shape, sigma):  # spatially smooth noise with unit standard deviation
-        f = ndimage.gaussian_filter(rng.standard_normal(shape), sigma)
-        return f / f.std()
-
-    # regions: nearest of 24 random seed points, with wobbly borders
-    n_seeds = 24
-    points = rng.uniform((0, 0), (h, w), size=(n_seeds, 2))
-    seed_class = rng.permutation(np.arange(n_seeds) % n_classes)
-    rows, cols = np.mgrid[0:h, 0:w]
-    dist = np.hypot(rows[..., None] - points[:, 0], cols[..., None] - points[:, 1])
-    dist += 4 * smooth((h, w, n_seeds), (4, 4, 0))
-    classes = seed_class[dist.argmin(-1)]
-
-    # class spectra: vegetation with a red edge (grass, trees), soil, two greys, dark water
-    t = np.linspace(0, 1, bands)
-    red_edge = 1 / (1 + np.exp(-(t - 0.45) / 0.03))
-    green = np.exp(-((t - 0.2) / 0.05) ** 2)
-    spectra = np.stack([0.05 + 0.05 * green + 0.45 * red_edge,   # grass
-                        0.04 + 0.04 * green + 0.40 * red_edge,   # trees
-                        0.15 + 0.25 * t,                          # bare soil
-                        0.12 + 0.06 * t,                          # road
-                        0.14 + 0.06 * t,                          # roof
-                        0.09 * np.exp(-3 * t)])                   # water
-    heights = np.array([0.2, 9.0, 0.0, 0.0, 8.0, -0.5])
-
-    # light varies smoothly over the scene and from pixel to pixel; the sensor adds noise
-    gain = 1 + 0.1 * smooth((h, w), 8) + 0.06 * rng.standard_normal((h, w))
-    hsi = spectra[classes] * gain[..., None] + 0.015 * rng.standard_normal((h, w, bands))
-    tall = heights[classes] > 1
-    lidar = heights[classes] + 1.5 * smooth((h, w), 3) * tall + 0.6 * rng.standard_normal((h, w))
-
-    # ground truth as surveyed: region interiors only (borders are mixed pixels); 25 training
-    # pixels per class, the rest for testing
-    interior = ndimage.minimum_filter(classes, 3) == ndimage.maximum_filter(classes, 3)
-    labelled = np.where(interior, classes + 1, 0)
-    train = np.zeros((h, w), np.int32)
-    for c in range(1, n_classes + 1):
-        idx = np.flatnonzero(labelled == c)
-        train.flat[rng.choice(idx, min(25, len(idx) // 2), replace=False)] = c
-    test = np.where(train > 0, 0, labelled).astype(np.int32)
-    return dict(hsi=hsi.astype(np.float32), aux=lidar[..., None].astype(np.float32),
-                train=train, test=test, class_names=list(preset["class_names"]),
-                palette=[list(p) for p in preset["palette"]])
 
 
 # -----------------------------------------------------------------------------
@@ -846,10 +174,10 @@ def print_summary(title, layout, shape, bands, aux_name, class_names, splits, no
 # The whole preparation
 
 def check_arguments(dataset, out, source, patch_size, val_fraction, custom, normalise, train_per_class,
-                    train_fraction):
+                    train_fraction, split=None, block_size=None, like=None):
     if dataset not in PRESETS:
         raise DataError(f"unknown dataset '{dataset}' (known: {', '.join(PRESETS)})")
-    if patch_size < 1 or patch_size % 2 == 0:
+    if patch_size is not None and (patch_size < 1 or patch_size % 2 == 0):
         raise DataError(f"--patch-size must be a positive odd number (patches are centred), got {patch_size}")
     if not 0 <= val_fraction < 1:
         raise DataError(f"--val-fraction must be in [0, 1), got {val_fraction}")
@@ -861,44 +189,100 @@ def check_arguments(dataset, out, source, patch_size, val_fraction, custom, norm
         raise DataError(f"--train-per-class must be at least 1, got {train_per_class}")
     if train_fraction is not None and not 0 < train_fraction < 1:
         raise DataError(f"--train-fraction must be in (0, 1), got {train_fraction}")
+    if split is not None and split not in SPLIT_METHODS:
+        raise DataError(f"--split must be one of {', '.join(SPLIT_METHODS)}, got {split!r}")
+    if split is not None and train_per_class is None and train_fraction is None:
+        raise DataError(f"--split {split} draws the training pixels: give --train-per-class N or --train-fraction F")
+    if block_size is not None and split != "blocks":
+        raise DataError("--block-size is for --split blocks")
+    if block_size is not None and block_size < 1:
+        raise DataError(f"--block-size must be at least 1, got {block_size}")
     if dataset not in ("demo", "custom") and source is None:
         raise DataError(f"--source is needed for {dataset}")
-    if dataset == "custom":
+    if like is not None:
+        check_like_arguments(dataset, custom, val_fraction, normalise, train_per_class, train_fraction, split)
+    elif dataset == "custom":
         custom = custom or {}
         given = [k for k in ("train", "test", "gt") if custom.get(k)]
         if not (custom.get("hsi") and custom.get("aux")) or given not in (["train", "test"], ["gt"]):
             raise DataError("--dataset custom needs --hsi, --aux and either --train and --test (a split) "
-                            "or --gt (one ground truth, split with --train-per-class or --train-fraction)")
+                            "or --gt (one ground truth, split with --train-per-class or --train-fraction), "
+                            "or --like FILE.h5 for a scene without labels")
     if not os.path.isdir(os.path.dirname(os.path.abspath(out))):
         raise DataError(f"{out}: its folder does not exist")
 
 
-def scene_maps(scene, class_names, train_per_class, train_fraction, seed):
-    """(train map, test map, their 'where's, how the split was made) from what the scene holds."""
+def scene_maps(scene, class_names, train_per_class, train_fraction, seed, split=None, block_size=None,
+               patch_size=11):
+    """(train map, test map, their 'where's, how the split was made, the split's attributes) from
+    what the scene holds and the split asked for."""
     draw = train_per_class is not None or train_fraction is not None
+    if split == "blocks":
+        return block_maps(scene, class_names, train_per_class, train_fraction, seed, block_size, patch_size)
+    given = dict(split_method="given", block_size=0, buffer_px=0)
     if "train" in scene or "train_index" in scene:
         if draw:
             raise DataError("this scene comes with its own train/test split; --train-per-class and "
-                            "--train-fraction are for scenes with one ground truth and no split")
+                            "--train-fraction are for scenes with one ground truth and no split, or with "
+                            "--split blocks (a spatially disjoint split drawn from the union of its maps)")
     if "train" in scene:
         (train, train_where), (test, test_where) = scene["train"], scene["test"]
         return (as_label_map(train, train_where), as_label_map(test, test_where), train_where, test_where,
-                "given: the train and test maps as distributed")
+                "given: the train and test maps as distributed", given)
     gt, gt_where = scene["gt"]
     gt = as_label_map(gt, gt_where)
     if "train_index" in scene:
         train, test = maps_from_index(gt, gt_where, scene["train_index"], scene["test_index"])
         return (train, test, scene["train_index"][1], scene["test_index"][1],
-                "given: the train and test pixel indices as distributed")
+                "given: the train and test pixel indices as distributed", given)
     if not draw:
         raise DataError(f"{gt_where}: this scene comes with one ground truth and no split: choose one with "
                         "--train-per-class N or --train-fraction F (peers use 100 or 150 pixels per class, "
-                        "or 0.05 of each class)")
+                        "or 0.05 of each class), or --split blocks for a spatially disjoint one")
     train, test = split_ground_truth(gt, gt_where, class_names, train_per_class, train_fraction, seed)
     rule = (f"{train_per_class} pixels per class" if train_per_class
             else f"round({train_fraction} x n) pixels of each class of n (at least 1)")
     return (train, test, f"{gt_where} (training part)", f"{gt_where} (test part)",
-            f"drawn: {rule} for training, the rest for testing, stratified, seed {seed}")
+            f"drawn: {rule} for training, the rest for testing, stratified, seed {seed}",
+            dict(split_method="random", block_size=0, buffer_px=0))
+
+
+def block_maps(scene, class_names, train_per_class, train_fraction, seed, block_size, patch_size):
+    """--split blocks: the spatially disjoint split (splits.split_blocks) of the scene's one ground
+    truth, or of the union of the train and test maps (or index arrays) it is distributed with."""
+    if "gt" in scene and "train_index" not in scene:
+        gt, gt_where = scene["gt"]
+        gt, union = as_label_map(gt, gt_where), False
+    else:
+        if "train" in scene:
+            (train, train_where), (test, test_where) = scene["train"], scene["test"]
+            train, test = as_label_map(train, train_where), as_label_map(test, test_where)
+        else:
+            gt, where = scene["gt"]
+            train, test = maps_from_index(as_label_map(gt, where), where, scene["train_index"], scene["test_index"])
+            train_where, test_where = scene["train_index"][1], scene["test_index"][1]
+        if train.shape != test.shape:
+            raise DataError(f"height/width differ between the inputs: {train_where} shape {train.shape}; "
+                            f"{test_where} shape {test.shape}")
+        check_maps(train, test, train_where, test_where)  # no overlap: the union is well defined
+        gt, gt_where, union = np.maximum(train, test), f"the union of {train_where} and {test_where}", True
+    block_size = BLOCK_SIZE if block_size is None else block_size
+    train, test, info = split_blocks(gt, gt_where, class_names, block_size, patch_size, train_per_class,
+                                     train_fraction, seed)
+    r = patch_size // 2
+    rule = (f"{train_per_class} training pixels per class" if train_per_class
+            else f"round({train_fraction} x n) training pixels of each class of n (at least 1)")
+    text = (f"drawn: spatially disjoint blocks: the scene tiled into {block_size} x {block_size} pixel blocks from "
+            f"its top-left corner, whole blocks to training or to testing ({info['train_blocks']} and "
+            f"{info['test_blocks']} of the {info['blocks']} holding labelled pixels), stratified by class as far as "
+            f"the scene allows, aiming at {rule} (training blocks' pixels above the target left out: {info['left_out_train']}), seed {seed}; "
+            f"buffer: test pixels within Chebyshev distance {2 * r} (2r, r = P // 2 = {r}) of a training pixel "
+            f"dropped ({info['dropped_test']} of them), so no test patch shares a pixel with a training patch")
+    if union:
+        text += ("; drawn from the UNION of the train and test maps the scene is distributed with: NOT the paper's "
+                 "split, accuracies are not comparable with the paper's")
+    attrs = dict(split_method="blocks", block_size=block_size, buffer_px=2 * r, split_from_union=union)
+    return train, test, f"{gt_where} (training blocks)", f"{gt_where} (test blocks)", text, attrs
 
 
 def modalities(scene, dataset, keep_all_channels):
@@ -911,14 +295,15 @@ def modalities(scene, dataset, keep_all_channels):
     return (hsi, hsi_where), (stacked, " + ".join(w for _, w in aux)), channels
 
 
-def write_file(out, attrs, rows, splits, maps, patch_size):
-    """Estimate the file's size, check the room for it, write it; returns the estimate."""
-    h, w = maps["train_map"].shape
+def write_file(out, attrs, rows, splits, maps, patch_size, stats):
+    """Estimate the file's size, check the room for it, write it; returns the estimate. maps None:
+    a scene without labels."""
+    h, w = rows["hsi"].shape[:2]
     bands = (rows["hsi"].shape[-1], rows["aux"].shape[-1])
     estimate = patchfile.estimate_bytes((h, w), bands, {s: len(c) for s, (c, _) in splits.items()}, patch_size)
     check_room(out, estimate)
     try:
-        patchfile.write(out, attrs, rows, splits, maps, patch_size)
+        patchfile.write(out, attrs, rows, splits, maps, patch_size, stats)
     except OSError as e:  # h5py reports HDF5's failed writes (disk full, file too large) as OSError
         raise write_error(out, e) from None
     return estimate
@@ -935,20 +320,33 @@ def select_channels(hsi, dataset, keep_all):
     return hsi[..., :want], f"1-{want} of {have} (the contest's {want} bands; --keep-all-channels keeps all {have})"
 
 
-def prepare(dataset, out, source=None, patch_size=11, val_fraction=0.0, seed=0, custom=None, command="",
-            normalise="scene", train_per_class=None, train_fraction=None, keep_all_channels=False):
-    """Read, check, normalise, cut and write; returns {split: per-class counts}."""
+def scene_georef(scene):
+    """The scene's georef (geo.check_grids: every raster on one grid, else refused) and its note."""
+    georef = geo.check_grids(scene["georefs"])
+    return georef, geo.note(georef)
+
+
+def prepare(dataset, out, source=None, patch_size=None, val_fraction=0.0, seed=0, custom=None, command="",
+            normalise="scene", train_per_class=None, train_fraction=None, keep_all_channels=False,
+            split=None, block_size=None, like=None):
+    """Read, check, normalise, cut and write; returns {split: per-class counts} ({} for a scene
+    without labels, prepared with like=FILE.h5). patch_size: 11 (the authors') by default, the
+    --like file's with like; split: None (the scene's own, or a random draw with train_per_class or
+    train_fraction), 'random' or 'blocks' (spatially disjoint, block_size x block_size blocks)."""
     t0 = time.time()
     check_arguments(dataset, out, source, patch_size, val_fraction, custom, normalise, train_per_class,
-                    train_fraction)
+                    train_fraction, split, block_size, like)
+    if like is not None:
+        return prepare_like(out, like, custom, patch_size, seed, command, t0)
+    patch_size = 11 if patch_size is None else patch_size
     scene = load_scene(dataset, source, custom, seed)
     if scene["synthetic"]:
-        print("SYNTHETIC demo scene made by DataPrepare.make_demo_scene: not real data, for trying "
-              "the pipeline only", flush=True)
+        print(scene["synthetic_note"], flush=True)
 
     # checks, before any work
-    train, test, train_where, test_where, split = scene_maps(scene, scene["class_names"], train_per_class,
-                                                             train_fraction, seed)
+    georef, georef_note = scene_georef(scene)
+    train, test, train_where, test_where, split_text, split_attrs = scene_maps(
+        scene, scene["class_names"], train_per_class, train_fraction, seed, split, block_size, patch_size)
     height, width = train.shape
     check_sizes(scene["hsi"] + scene["aux"] + [(train, train_where), (test, test_where)], height, width)
     (hsi, hsi_where), (aux, aux_where), channels = modalities(scene, dataset, keep_all_channels)
@@ -958,22 +356,116 @@ def prepare(dataset, out, source=None, patch_size=11, val_fraction=0.0, seed=0, 
     splits = make_splits(train, test, val_fraction, seed)
     pixels = splits["train"][0] if normalise == "train" else None
     over = "the training pixels" if normalise == "train" else "the scene"
-    rows = {m: Normalised(x, *band_range(x, where, name, pixels), normalise == "train", where, name, over)
-            for m, x, where, name in (("hsi", hsi, hsi_where, "hsi"), ("aux", aux, aux_where, scene["aux_name"]))}
+    rows, stats = {}, {}
+    for m, x, where, name in (("hsi", hsi, hsi_where, "hsi"), ("aux", aux, aux_where, scene["aux_name"])):
+        lo, hi = band_range(x, where, name, pixels)
+        rows[m] = Normalised(x, lo, hi, normalise == "train", where, name, over)
+        stats[f"{m}_min"], stats[f"{m}_max"] = lo, hi
 
     attrs = dict(
         dataset=dataset, layout=scene["layout"], modalities=["hsi", scene["aux_name"]],
         class_names=class_names, num_classes=n_classes, palette=palette, patch_size=patch_size,
-        normalise=normalise, normalisation=NORMALISATIONS[normalise], split=split, hsi_channels=channels,
+        normalise=normalise, normalisation=NORMALISATIONS[normalise], split=split_text, hsi_channels=channels,
         synthetic=scene["synthetic"], sources=json.dumps({path: sha256(path) for path in scene["files"]}),
         command=command, val_fraction=val_fraction, seed=seed,
-        train_per_class=train_per_class or 0, train_fraction=train_fraction or 0.0)
+        train_per_class=train_per_class or 0, train_fraction=train_fraction or 0.0, **split_attrs,
+        **patchfile.georef_attrs(georef, georef_note))
     bands = (hsi.shape[-1], aux.shape[-1])
-    estimate = write_file(out, attrs, rows, splits, {"train_map": train, "test_map": test}, patch_size)
-    notes = [f"split: {split}", f"normalisation: {NORMALISATIONS[normalise]}", f"hsi channels kept: {channels}"]
+    estimate = write_file(out, attrs, rows, splits, {"train_map": train, "test_map": test}, patch_size, stats)
+    notes = [f"split: {split_text}", f"normalisation: {NORMALISATIONS[normalise]}",
+             f"hsi channels kept: {channels}", f"georeferencing: {georef_note}"]
     print_summary(PRESETS[dataset]["title"], scene["layout"], (height, width), bands, scene["aux_name"],
                   class_names, splits, notes, out, time.time() - t0, estimate)
     return {s: np.bincount(labels, minlength=n_classes) for s, (_, labels) in splits.items()}
+
+
+# -----------------------------------------------------------------------------
+# A scene without labels, prepared like a training file (--like)
+
+def check_like_arguments(dataset, custom, val_fraction, normalise, train_per_class, train_fraction, split):
+    custom = custom or {}
+    if dataset != "custom" or not (custom.get("hsi") and custom.get("aux")):
+        raise DataError("--like prepares a scene without labels: use it with --dataset custom --hsi FILE --aux FILE")
+    given = [k for k in ("train", "test", "gt") if custom.get(k)]
+    if given:
+        raise DataError(f"--like prepares a scene without labels; --{given[0]} gives labels: leave it out")
+    if train_per_class is not None or train_fraction is not None or split is not None or val_fraction:
+        raise DataError("--like prepares a scene without labels: it takes no split options "
+                        "(--train-per-class, --train-fraction, --split, --val-fraction)")
+    if normalise != "scene":
+        raise DataError("--like normalises with the --like file's statistics; --normalise does not apply")
+
+
+def read_like(like):
+    """What a scene without labels takes from the training file: its statistics, patch size, class
+    list, palette, modality names and normalisation; refuses a file of another format version or one
+    made before the statistics were stored."""
+    try:
+        with patchfile.PatchFile(like) as pf:
+            stats, a = pf.stats, pf.attrs
+            info = dict(path=os.path.abspath(like), patch_size=pf.patch_size, bands=pf.bands,
+                        class_names=pf.class_names, palette=np.asarray(pf.palette, np.int32),
+                        modalities=list(a.get("modalities", ["hsi", "aux"])), normalisation=a["normalisation"],
+                        dataset=a["dataset"], synthetic=bool(a.get("synthetic", False)))
+    except patchfile.PatchFileError as e:
+        raise DataError(f"--like {like}: {e}") from None
+    if stats is None:
+        raise DataError(f"--like {like}: made before patch files stored their normalisation statistics "
+                        f"(normalisation/hsi_min ...); prepare it again with this DataPrepare.py: "
+                        f"{a.get('command') or 'python DataPrepare.py ...'}")
+    info["stats"] = stats
+    return info
+
+
+def prepare_like(out, like, custom, patch_size, seed, command, t0):
+    """A co-registered scene without ground truth, normalised with the --like file's per-band
+    statistics (values outside its range clipped to [0, 1]), with its patch size, class list and
+    palette: a file to map, not to train on or score."""
+    ref = read_like(like)
+    if patch_size is not None and patch_size != ref["patch_size"]:
+        raise DataError(f"--patch-size {patch_size} does not match the --like file {like}, patch size "
+                        f"{ref['patch_size']}")
+    if custom.get("class_names") and list(custom["class_names"]) != ref["class_names"]:
+        raise DataError(f"--class-names {','.join(custom['class_names'])} do not match the --like file {like}, "
+                        f"classes {','.join(ref['class_names'])}")
+    scene = load_scene("custom", None, dict(custom, train=None, test=None, gt=None), seed)
+    georef, georef_note = scene_georef(scene)
+    (hsi, hsi_where), (aux, aux_where), channels = modalities(scene, "custom", False)
+    check_sizes([(hsi, hsi_where), (aux, aux_where)], *hsi.shape[:2])
+    for m, x, where, what in (("hsi", hsi, hsi_where, "band(s)"), ("aux", aux, aux_where, "channel(s)")):
+        if x.shape[-1] != ref["bands"][m]:
+            raise DataError(f"{where}: the {ref['modalities'][MODALITY_INDEX[m]]} has {x.shape[-1]} {what}, the --like "
+                            f"file {like} has {ref['bands'][m]}; the scene must have the training file's bands")
+    over = f"the training file {like}"
+    rows = {}
+    for m, x, where, name in (("hsi", hsi, hsi_where, "hsi"), ("aux", aux, aux_where, ref["modalities"][1])):
+        band_range(x, where, name)  # refuses NaN/Inf
+        rows[m] = Normalised(x, ref["stats"][f"{m}_min"], ref["stats"][f"{m}_max"], True, where, name, over)
+    normalisation = (f"min-max per band with the statistics of the training file {ref['path']} (there: "
+                     f"{ref['normalisation']}); values outside its range clipped to [0, 1]")
+    attrs = dict(
+        dataset="custom", layout="files", modalities=ref["modalities"], class_names=ref["class_names"],
+        num_classes=len(ref["class_names"]), palette=ref["palette"], patch_size=ref["patch_size"],
+        normalise="like", normalisation=normalisation,
+        split=f"none: a scene without labels, prepared with the statistics of {ref['path']}",
+        hsi_channels=channels, synthetic=scene["synthetic"],
+        sources=json.dumps({path: sha256(path) for path in scene["files"]}), command=command,
+        val_fraction=0.0, seed=seed, train_per_class=0, train_fraction=0.0, split_method="none",
+        block_size=0, buffer_px=0, like=ref["path"], like_sha256=sha256(like),
+        **patchfile.georef_attrs(georef, georef_note))
+    estimate = write_file(out, attrs, rows, {}, None, ref["patch_size"], ref["stats"])
+    h, w = hsi.shape[:2]
+    print(f"custom scene without labels, like {like}: {h} x {w} pixels; hsi {hsi.shape[-1]} bands, "
+          f"{ref['modalities'][1]} {aux.shape[-1]} channel(s)")
+    for note in (f"normalisation: {normalisation}", f"patch size: {ref['patch_size']}",
+                 f"georeferencing: {georef_note}"):
+        print(f"  {note}")
+    print(f"wrote {out} ({os.path.getsize(out) / 1e9:.2f} GB, estimated {estimate / 1e9:.2f} GB) in "
+          f"{time.time() - t0:.1f} s")
+    return {}
+
+
+MODALITY_INDEX = {"hsi": 0, "aux": 1}
 
 
 def build_parser():
@@ -994,8 +486,9 @@ def build_parser():
     parser.add_argument("--source", help="the downloaded scene: a folder or its parent (or the single .mat "
                                          "file); not used by demo and custom")
     parser.add_argument("--out", required=True, help="HDF5 file to write (replaced atomically)")
-    parser.add_argument("--patch-size", type=int, default=11,
-                        help="odd side P of the square patches in pixels (default 11, the authors')")
+    parser.add_argument("--patch-size", type=int,
+                        help="odd side P of the square patches in pixels (default 11, the authors'; with --like, "
+                             "the --like file's)")
     parser.add_argument("--normalise", choices=list(NORMALISATIONS), default="scene",
                         help="min-max statistics over the whole 'scene' (the authors', default) or over the "
                              "'train' pixels only (nothing of the test pixels leaks in; the rest is clipped to [0, 1])")
@@ -1007,6 +500,18 @@ def build_parser():
                              "N training pixels per class, the rest for testing")
     parser.add_argument("--train-fraction", type=float, metavar="F",
                         help="as --train-per-class, with round(F x n) pixels of each class of n")
+    parser.add_argument("--split", choices=SPLIT_METHODS,
+                        help="how --train-per-class/--train-fraction draw the training pixels: 'random' pixels "
+                             "(the default for scenes with one ground truth), or 'blocks': whole B x B blocks "
+                             "to training or test, test pixels within 2 x (P // 2) of a training pixel dropped "
+                             "(spatially disjoint; on a scene distributed with a split, drawn from the union "
+                             "of its maps: not the paper's split)")
+    parser.add_argument("--block-size", type=int, metavar="B",
+                        help=f"side of the --split blocks blocks in pixels (default {BLOCK_SIZE})")
+    parser.add_argument("--like", metavar="TRAIN.h5",
+                        help="prepare a co-registered scene WITHOUT labels (--dataset custom --hsi --aux) with "
+                             "the normalisation statistics, patch size, classes and palette of this patch file, "
+                             "values outside its range clipped to [0, 1]: a file to map, with no splits")
     parser.add_argument("--keep-all-channels", action="store_true",
                         help="houston2018: keep all the cube's channels, not the contest's 48 bands")
     parser.add_argument("--seed", type=int, default=0,
@@ -1015,7 +520,8 @@ def build_parser():
         "custom scenes (--dataset custom); KEY may be left out when the file holds one array; a KEY "
         "with dots reads a MATLAB struct field, e.g. hsi.Data or hsi.Lidar.z (a struct array's "
         "elements stacked as channels) or hsi.Lidar(1).z (its first element)")
-    group.add_argument("--hsi", metavar="FILE[:KEY]", help="hyperspectral cube (H, W, B)")
+    group.add_argument("--hsi", metavar="FILE[:KEY]", help="hyperspectral cube (H, W, B); a GeoTIFF or ENVI raster "
+                                                           "(.img or its .hdr) is read with its georeferencing")
     group.add_argument("--aux", metavar="FILE[:KEY]", help="second modality (H, W) or (H, W, A)")
     group.add_argument("--train", metavar="FILE[:KEY]", help="training label map (H, W), 1..C, 0 or -1 unlabelled")
     group.add_argument("--test", metavar="FILE[:KEY]", help="test label map (H, W), 1..C, 0 or -1 unlabelled")
@@ -1046,7 +552,8 @@ def main(argv=None):
             prepare(args.dataset, args.out, args.source, args.patch_size, args.val_fraction, args.seed, custom,
                     command=shlex.join(["python", "DataPrepare.py", *argv]), normalise=args.normalise,
                     train_per_class=args.train_per_class, train_fraction=args.train_fraction,
-                    keep_all_channels=args.keep_all_channels)
+                    keep_all_channels=args.keep_all_channels, split=args.split, block_size=args.block_size,
+                    like=args.like)
         except DataError as e:
             sys.exit(f"DataPrepare.py: error: {e}")
 

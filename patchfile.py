@@ -11,9 +11,21 @@ Layout (format_version 2); the file is the size of the scene, whatever the numbe
       coord (N, 2) int32 (row, col), label (N,) int32 0..C-1,
       hsi (N, P, P, B), aux (N, P, P, A) float32: the patch set, cut once (it is small)
   test/: coord and label only; its patches are cut from scene/ whenever they are read
+  normalisation/hsi_min, hsi_max (B,), aux_min, aux_max (A,) float64: the raw per-band minimum and
+      maximum each band was normalised with, x' = (x - min) / (max - min) (a constant band: x - min),
+      so that another scene can be prepared with the same statistics (DataPrepare.py --like)
   root attributes: format_version, dataset, layout, modalities, class_names, num_classes, palette,
-      patch_size, normalise, normalisation, split, sources (JSON: path -> sha256), command,
-      synthetic, val_fraction, seed, and what the preparation chose (hsi_channels, ...)
+      patch_size, normalise, normalisation, split (how the split was made, in words), sources (JSON:
+      path -> sha256), command, synthetic, val_fraction, seed, what the preparation chose
+      (hsi_channels, split_method, block_size, buffer_px, ...), labelled, and the georeferencing:
+      georeferenced (bool), crs_wkt (WKT, "" without one), geotransform (6 float64 in GDAL order: x
+      origin, pixel width, row rotation, y origin, column rotation, pixel height; only when
+      georeferenced) and georeferencing (in words: from which file, or "none: ...").
+
+A scene prepared without labels (DataPrepare.py --like: labelled False) holds scene/hsi, scene/aux
+and normalisation/ only: no maps and no splits; it can be mapped (scene_batches), not trained on or
+scored. Files written before `labelled`, `normalisation/` and the georeferencing attributes existed
+are still format 2 and read as labelled, without statistics and without georeferencing.
 
 Patches are centred on their pixel and zero outside the scene (the authors' zero padding), cut by
 `cut_patches`, the only function that cuts them, from bands of rows held in memory one at a time.
@@ -29,6 +41,7 @@ MODALITIES = ("hsi", "aux")
 SPLITS = ("train", "val", "test")
 PRECUT = ("train", "val")  # splits whose patches the file stores; the others are cut on reading
 MAPS = ("train_map", "test_map")
+STATS = ("hsi_min", "hsi_max", "aux_min", "aux_max")  # normalisation/: the statistics of every modality
 REQUIRED_ATTRS = ("dataset", "class_names", "patch_size")  # in every file DataPrepare.py ever wrote
 FORMAT_ATTRS = REQUIRED_ATTRS + ("palette", "normalise", "normalisation", "split")  # format 2
 BAND_ROWS = 32  # scene rows held in memory at a time (plus P - 1 rows of context)
@@ -150,16 +163,27 @@ def estimate_bytes(shape, bands, split_sizes, patch_size):
             + sum(split_sizes.values()) * 12 + 2 * h * w * 2 + (1 << 20))
 
 
-def write(out, attrs, scene, splits, maps, patch_size):
+def georef_attrs(georef, note):
+    """The root attributes that record a georef ({"crs": WKT or None, "transform": 6 numbers in GDAL
+    order}, or None) and `note`, the same in words."""
+    if georef is None:
+        return dict(georeferenced=False, crs_wkt="", georeferencing=note)
+    return dict(georeferenced=True, crs_wkt=georef.get("crs") or "", georeferencing=note,
+                geotransform=np.asarray(georef["transform"], np.float64).reshape(6))
+
+
+def write(out, attrs, scene, splits, maps, patch_size, stats=None):
     """Write a patch file at `out`, under a temporary name renamed at the end: a failure leaves
     nothing behind. scene: {"hsi": rows, "aux": rows}, each with .shape (H, W, C) and [a:b] giving
     float32 rows a..b-1 of the normalised scene, so that no normalised copy of the whole scene need
-    exist; splits: {split: (coords (N, 2), labels (N,) 0..C-1)}; maps: {"train_map", "test_map"}."""
+    exist; splits: {split: (coords (N, 2), labels (N,) 0..C-1)}; maps: {"train_map", "test_map"};
+    stats: {"hsi_min", "hsi_max", "aux_min", "aux_max"} per band. A scene without labels has no
+    splits and no maps ({} and None): the file says labelled False."""
     import h5py
     with replacing(out) as tmp:
         f = h5py.File(tmp, "w")
         try:
-            write_contents(f, attrs, scene, splits, maps, patch_size)
+            write_contents(f, attrs, scene, splits, maps, patch_size, stats)
         except BaseException:
             try:
                 f.close()
@@ -172,14 +196,19 @@ def write(out, attrs, scene, splits, maps, patch_size):
             raise OSError(str(e)) from e
 
 
-def write_contents(f, attrs, scene, splits, maps, patch_size):
+def write_contents(f, attrs, scene, splits, maps, patch_size, stats=None):
     f.attrs["format_version"] = FORMAT_VERSION
+    f.attrs["labelled"] = maps is not None
     for k, v in attrs.items():
         f.attrs[k] = v
+    if stats is not None:
+        n = f.create_group("normalisation")
+        for k in STATS:
+            n[k] = np.asarray(stats[k], np.float64)
     g = f.create_group("scene")
     for m in MODALITIES:
         write_scene(g, m, scene[m])
-    for name in MAPS:
+    for name in MAPS if maps is not None else ():
         labels = maps[name]
         g.create_dataset(name, data=labels.astype(np.uint8 if labels.max() < 256 else np.uint16),
                          compression="gzip", shuffle=True)
@@ -257,11 +286,16 @@ class PatchFile:
         if missing:
             raise PatchFileError(f"{self.path}: attributes {missing} missing: not a complete patch file written "
                                  f"by DataPrepare.py (it has attributes {sorted(a)})")
+        if not self.labelled:
+            self.group("scene", MODALITIES)
+            return
         for group, keys in (("scene", MODALITIES + MAPS), ("train", ("coord", "label") + MODALITIES),
                             ("test", ("coord", "label"))):
             self.group(group, keys)
 
     def group(self, name, keys=("coord", "label")):
+        if name in SPLITS and not self.labelled:
+            self.no_labels(f"no '{name}' split")
         if name not in self.f:
             hint = (": carve one with DataPrepare.py --val-fraction 0.1" if name == "val" else
                     ": not a complete patch file written by DataPrepare.py")
@@ -280,7 +314,36 @@ class PatchFile:
     def __exit__(self, *exc):
         self.close()
 
+    def no_labels(self, what):
+        like = text(self.f.attrs.get("like", "")) or "another file"
+        raise PatchFileError(f"{self.path}: the file has no labels ({what}): a scene prepared without ground truth "
+                             f"with the statistics of {like} (DataPrepare.py --like); it can be mapped "
+                             "(scene_batches), not trained on or scored")
+
     # --- what the file says about itself
+    @property
+    def labelled(self):
+        """False for a scene prepared without labels (DataPrepare.py --like): no maps, no splits."""
+        return bool(self.f.attrs.get("labelled", True))
+
+    @property
+    def georef(self):
+        """{"crs": WKT or None, "transform": 6 floats in GDAL order} when the sources were
+        georeferenced (geo.write_label_geotiff takes it as it is), else None."""
+        a = self.f.attrs
+        if not bool(a.get("georeferenced", False)) or "geotransform" not in a:
+            return None
+        crs = text(a.get("crs_wkt", ""))
+        return dict(crs=crs or None, transform=tuple(float(v) for v in np.asarray(a["geotransform"]).ravel()))
+
+    @property
+    def stats(self):
+        """{"hsi_min", "hsi_max", "aux_min", "aux_max"}: the raw per-band range each band was
+        normalised with (float64 arrays), or None in files written before they were stored."""
+        if "normalisation" not in self.f or not all(k in self.f["normalisation"] for k in STATS):
+            return None
+        return {k: self.f["normalisation"][k][()] for k in STATS}
+
     @property
     def attrs(self):
         """The root attributes as plain Python values."""
@@ -335,6 +398,8 @@ class PatchFile:
 
     def label_map(self, name):
         """'train_map' or 'test_map', (H, W), 1..C with 0 unlabelled."""
+        if not self.labelled:
+            self.no_labels(f"no {name}")
         return self.f["scene"][name][()].astype(np.int32)
 
     def distance_to_train(self, split="test"):

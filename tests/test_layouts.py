@@ -12,6 +12,7 @@ import pytest
 import scipy.io as sio
 
 import DataPrepare as dp
+import readers
 import synthetic
 from conftest import reference_patches
 from patchfile import PatchFile
@@ -100,19 +101,19 @@ def test_bad_index_arrays(tmp_path):
 
     outside = a["train"].copy()
     outside[3] = [30, 5]
-    with pytest.raises(dp.DataError, match=rf"augsburg_index\.mat key 'augsburg_train' shape \({n_train}, 2\): 1 index\(es\) "
+    with pytest.raises(readers.DataError, match=rf"augsburg_index\.mat key 'augsburg_train' shape \({n_train}, 2\): 1 index\(es\) "
                                            r"outside the 30 x 20 scene, the first \(row 30, col 5\); indices are 0-based"):
         with_index(outside, a["test"])
-    with pytest.raises(dp.DataError, match=r"these look 1-based \(MATLAB's\): subtract 1"):
+    with pytest.raises(readers.DataError, match=r"these look 1-based \(MATLAB's\): subtract 1"):
         with_index(a["train"] + 1, a["test"])
     shared = np.concatenate([a["test"], a["train"][:2]])
-    with pytest.raises(dp.DataError, match=r"augsburg_train'.*augsburg_test': the training and test indices share 2 "
+    with pytest.raises(readers.DataError, match=r"augsburg_train'.*augsburg_test': the training and test indices share 2 "
                                            r"pixel\(s\), the first"):
         with_index(a["train"], shared)
     unlabelled = np.argwhere(a["gt"] == 0)[:1]
-    with pytest.raises(dp.DataError, match=rf"augsburg_test': 1 of its {n_test + 1} pixels are unlabelled in .*augsburg_gt"):
+    with pytest.raises(readers.DataError, match=rf"augsburg_test': 1 of its {n_test + 1} pixels are unlabelled in .*augsburg_gt"):
         with_index(a["train"], np.concatenate([a["test"], unlabelled]))
-    with pytest.raises(dp.DataError, match=r"an index array must be \(N, 2\) 0-based \(row, col\) pixel indices, got shape \(5, 3\)"):
+    with pytest.raises(readers.DataError, match=r"an index array must be \(N, 2\) 0-based \(row, col\) pixel indices, got shape \(5, 3\)"):
         with_index(np.zeros((5, 3)), a["test"])
     assert sorted(os.listdir(tmp_path)) == ["Augsburg"]  # nothing half-written
 
@@ -183,7 +184,7 @@ def test_muufl_struct_file_with_a_drawn_split(tmp_path):
     folder = tmp_path / "MUUFLGulfport-0.1" / "MUUFLGulfportSceneLabels"
     folder.mkdir(parents=True)
     write_muufl_v5(folder / "muufl_gulfport_campus_1_hsi_220_label.mat", arrays)
-    with pytest.raises(dp.DataError, match=r"hsi\.sceneLabels\.labels.*one ground truth and no split: choose one "
+    with pytest.raises(readers.DataError, match=r"hsi\.sceneLabels\.labels.*one ground truth and no split: choose one "
                                            r"with --train-per-class N or --train-fraction F"):
         dp.prepare("muufl", str(tmp_path / "o.h5"), source=str(folder.parent))
     out = tmp_path / "m.h5"
@@ -216,13 +217,13 @@ def test_custom_reads_struct_fields_and_struct_arrays(tmp_path, writer):
     np.testing.assert_allclose(d["scene"]["hsi"], normalised(arrays["data"]), atol=1e-6)
     dp.prepare("custom", str(tmp_path / "b.h5"), custom=dict(custom, aux=f"{path}:hsi.Lidar(2).z"), train_fraction=0.2)
     np.testing.assert_allclose(read(tmp_path / "b.h5")["scene"]["aux"], normalised(arrays["z"][1]), atol=1e-6)
-    with pytest.raises(dp.DataError, match=r"scene\.mat: 'hsi\.Lidar' has no field 'zz'; its fields are .*x"):
+    with pytest.raises(readers.DataError, match=r"scene\.mat: 'hsi\.Lidar' has no field 'zz'; its fields are .*x"):
         dp.prepare("custom", str(tmp_path / "c.h5"), custom=dict(custom, aux=f"{path}:hsi.Lidar.zz"), train_fraction=0.2)
-    with pytest.raises(dp.DataError, match=r"'hsi\.Lidar' has no element 3 \(it holds 2"):
+    with pytest.raises(readers.DataError, match=r"'hsi\.Lidar' has no element 3 \(it holds 2"):
         dp.prepare("custom", str(tmp_path / "c.h5"), custom=dict(custom, aux=f"{path}:hsi.Lidar(3).z"), train_fraction=0.2)
-    with pytest.raises(dp.DataError, match=r"scene\.mat: 'hsi' has no field 'lidar'; its fields are .*Lidar"):
+    with pytest.raises(readers.DataError, match=r"scene\.mat: 'hsi' has no field 'lidar'; its fields are .*Lidar"):
         dp.prepare("custom", str(tmp_path / "c.h5"), custom=dict(custom, aux=f"{path}:hsi.lidar.z"), train_fraction=0.2)
-    with pytest.raises(dp.DataError, match=r"scene\.mat: no key 'HSI'; the file holds 'hsi' struct"):
+    with pytest.raises(readers.DataError, match=r"scene\.mat: no key 'HSI'; the file holds 'hsi' struct"):
         dp.prepare("custom", str(tmp_path / "c.h5"), custom=dict(custom, hsi=f"{path}:HSI.Data"), train_fraction=0.2)
 
 
@@ -257,16 +258,16 @@ def test_split_options_are_checked(tmp_path):
     np.save(tmp_path / "hsi.npy", np.random.default_rng(0).random((20, 30, 4)).astype(np.float32))
     np.save(tmp_path / "aux.npy", np.random.default_rng(1).random((20, 30)).astype(np.float32))
     custom = {k: str(tmp_path / f"{k}.npy") for k in ("hsi", "aux", "gt")}
-    with pytest.raises(dp.DataError, match=r"gt\.npy: class 2 \(class 2\) has 3 labelled pixel\(s\): --train-per-class 3 "
+    with pytest.raises(readers.DataError, match=r"gt\.npy: class 2 \(class 2\) has 3 labelled pixel\(s\): --train-per-class 3 "
                                            r"takes 3 for training and leaves none for testing"):
         dp.prepare("custom", str(tmp_path / "o.h5"), custom=custom, train_per_class=3)
     counts = dp.prepare("custom", str(tmp_path / "o.h5"), custom=custom, train_per_class=2)
     assert counts["train"].tolist() == [2, 2] and counts["test"].tolist() == [148, 1]
-    with pytest.raises(dp.DataError, match="give --train-per-class or --train-fraction, not both"):
+    with pytest.raises(readers.DataError, match="give --train-per-class or --train-fraction, not both"):
         dp.prepare("custom", str(tmp_path / "o.h5"), custom=custom, train_per_class=2, train_fraction=0.1)
-    with pytest.raises(dp.DataError, match="comes with its own train/test split"):
+    with pytest.raises(readers.DataError, match="comes with its own train/test split"):
         dp.prepare("demo", str(tmp_path / "o.h5"), train_per_class=2)
-    with pytest.raises(dp.DataError, match="either --train and --test .* or --gt"):
+    with pytest.raises(readers.DataError, match="either --train and --test .* or --gt"):
         dp.prepare("custom", str(tmp_path / "o.h5"), custom=dict(custom, train=custom["gt"]), train_per_class=2)
 
 
@@ -277,7 +278,7 @@ def test_not_enough_room_is_refused_before_writing(tmp_path, monkeypatch):
     import shutil
     usage = shutil.disk_usage(tmp_path)
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=100_000))
-    with pytest.raises(dp.DataError, match=r"o\.h5: the patch file needs about \d\.\d MB but .* has 0\.1 MB free"):
+    with pytest.raises(readers.DataError, match=r"o\.h5: the patch file needs about \d\.\d MB but .* has 0\.1 MB free"):
         dp.prepare("demo", str(tmp_path / "o.h5"))
     assert os.listdir(tmp_path) == []
 

@@ -183,3 +183,27 @@ def test_real_houston_split_leaks_as_stated(houston_dir):
     assert len(d) == 12197
     assert round(100 * np.mean(d <= 5), 1) == 15.0
     assert round(100 * np.mean(d <= 10)) == 34
+
+
+# -----------------------------------------------------------------------------
+# what the file says about its normalisation, georeferencing and labels
+
+def test_statistics_georef_and_labels_and_files_written_before_them(tmp_path, demo_h5):
+    import synthetic
+    demo = synthetic.make_demo_scene(0)
+    with PatchFile(demo_h5) as pf:
+        assert pf.labelled and pf.georef is None and not pf.attrs["georeferenced"]
+        np.testing.assert_array_equal(pf.stats["hsi_min"], demo["hsi"].min((0, 1)))
+        np.testing.assert_array_equal(pf.stats["hsi_max"], demo["hsi"].max((0, 1)))
+        np.testing.assert_array_equal(pf.stats["aux_min"], demo["aux"].min((0, 1)))
+        assert pf.stats["aux_max"].shape == (1,) and pf.stats["hsi_min"].dtype == np.float64
+    # a format-2 file from before: no statistics, no `labelled`, no georeferencing attributes
+    old = tmp_path / "old.h5"
+    old.write_bytes(demo_h5.read_bytes())
+    with h5py.File(old, "r+") as f:
+        del f["normalisation"]
+        for k in ("labelled", "georeferenced", "crs_wkt", "georeferencing"):
+            del f.attrs[k]
+    with PatchFile(old) as pf:
+        assert pf.labelled and pf.stats is None and pf.georef is None
+        assert len(pf.labels("test")) == 4400 and pf.splits == ["train", "val", "test"]
