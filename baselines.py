@@ -19,9 +19,11 @@ import time
 
 import numpy as np
 
-import evaluate
-from fileio import sha256, write_json
+import network
+import rundir
+from fileio import sha256
 from patchfile import PatchFile, PatchFileError
+from report import print_headline, test_report, write_map_files, write_report
 
 # The grids searched. SVM: C, and gamma as a multiple of scikit-learn's 'scale' value
 # 1 / (features x variance of the training features), so that the grid suits any band count.
@@ -33,6 +35,7 @@ NAMES = {"svm": "SVM (RBF kernel)", "rf": "random forest"}
 FOLDS = 5
 TREES = 300
 PIXELS_PER_STEP = 65536  # pixels predicted at a time for the test split and the map
+BASELINE_PROTOCOL = "no checkpoint selection (classic baseline: hyperparameters by cross-validation on the training pixels)"
 
 
 class BaselineError(ValueError):
@@ -76,11 +79,17 @@ def predict_test(pf, predict):
     """Labels 0..C-1 of the test split, its pixels read a batch at a time; (labels, seconds)."""
     from tqdm import tqdm
     t0 = time.time()
-    out = np.zeros(len(pf.labels("test")), np.int32)
-    with tqdm(total=len(out), desc="test pixels", unit="px", unit_scale=True, leave=False) as bar:
-        for idx, x in pf.batches("test", PIXELS_PER_STEP, patch_size=1):
-            out[idx] = predict(x["hsi"], x["aux"])
-            bar.update(len(idx))
+    with tqdm(total=len(pf.labels("test")), desc="test pixels", unit="px", unit_scale=True, leave=False) as bar:
+        out = network.predict_split(predict, pf, "test", PIXELS_PER_STEP, progress=bar, patch_size=1)
+    return out, time.time() - t0
+
+
+def predict_map(pf, predict):
+    """(H, W) map of labels 1..C for every pixel of the scene, a batch at a time; (map, seconds)."""
+    from tqdm import tqdm
+    t0 = time.time()
+    with tqdm(total=pf.shape[0] * pf.shape[1], desc="map", unit="px", unit_scale=True, mininterval=5) as bar:
+        out = network.predict_scene(predict, pf, 1, PIXELS_PER_STEP, progress=bar)
     return out, time.time() - t0
 
 
@@ -94,13 +103,13 @@ def describe(method, search, scale, n_train, bands):
             f"on the {n_train} training pixels (accuracy {100 * search.best_score_:.2f} %)")
 
 
-def run(data, method, out, seed=0, jobs=2, make_map=True, stand_in=False, command=""):
+def run(data, method, out, seed=0, jobs=2, make_map=True, stand_in=False, command="", overwrite=False):
     """Fit, evaluate and write a baseline run directory; returns its metrics."""
     t0 = time.time()
     with PatchFile(data) as pf:
         info = pf.info()
         out = out or os.path.join("runs", f"{info['dataset']}-{method}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
-        os.makedirs(out, exist_ok=True)
+        rundir.prepare_new(out, overwrite)
         x, y = features(**pf.pixels("train")), pf.labels("train")
         search, scale = make_search(method, x, y, seed, jobs)
         print(f"{method}: grid search over {GRIDS[method]} on {len(y)} training pixels, {x.shape[1]} features", flush=True)
@@ -111,20 +120,23 @@ def run(data, method, out, seed=0, jobs=2, make_map=True, stand_in=False, comman
         predict = predictor(search.best_estimator_, 1 if method == "rf" else jobs)
         config = dict(method=method, model=NAMES[method], grid=GRIDS[method], folds=search.n_splits_,
                       trees=TREES if method == "rf" else None, gamma_scale=scale, best_params=search.best_params_,
-                      cv_accuracy=search.best_score_, select="last", protocol=evaluate.BASELINE_PROTOCOL, seed=seed,
+                      cv_accuracy=search.best_score_, select="last", protocol=BASELINE_PROTOCOL, seed=seed,
                       data=os.path.abspath(data), data_sha256=sha256(data), dataset=info["dataset"],
                       synthetic=info["synthetic"], out=out, command=command,
                       started=datetime.datetime.now().isoformat(timespec="seconds"))
-        write_json(os.path.join(out, "config.json"), config)
+        rundir.write_config(out, config)
         y_pred, seconds = predict_test(pf, predict)
-        m = evaluate.test_report(pf, data, y_pred, stand_in, config, command)
-        m.update(run=out, protocol=evaluate.BASELINE_PROTOCOL, select="last", method=method,
+        m = test_report(pf, data, y_pred, stand_in, config, command)
+        m.update(run=out, protocol=BASELINE_PROTOCOL, select="last", method=method,
                  model=describe(method, search, scale, len(y), pf.bands), best_params=search.best_params_,
                  cv_accuracy=search.best_score_, fit_seconds=round(fit_seconds, 1), test_seconds=round(seconds, 1),
                  test_pixels_per_second=round(len(y_pred) / max(seconds, 1e-9), 1))
-        maps = evaluate.write_maps(pf, predict, 1, PIXELS_PER_STEP, m, out, "", y_pred) if make_map else []
-    written = evaluate.write_report(out, "", m, y_pred) + maps
-    evaluate.print_headline(m, written)
+        maps = []
+        if make_map:
+            labels, map_seconds = predict_map(pf, predict)
+            maps = write_map_files(pf, labels, map_seconds, PIXELS_PER_STEP, m, out, "", y_pred)
+    written = write_report(out, "", m, y_pred) + maps
+    print_headline(m, written)
     print(f"done in {time.time() - t0:.0f} s; compare with a network run: python evaluate.py --compare RUN {out}")
     return m
 
@@ -137,13 +149,14 @@ def main(argv=None):
     p.add_argument("--out", metavar="RUN_DIR", help="run directory (default runs/<dataset>-<method>-<date>-<time>)")
     p.add_argument("--seed", type=int, default=0, help="seed of the cross-validation folds and of the forest")
     p.add_argument("--jobs", type=int, default=2, help="processes for the grid search and prediction (default 2)")
+    p.add_argument("--overwrite", action="store_true", help="replace the run directory --out if it holds a run")
     p.add_argument("--no-map", action="store_true", help="skip the full-scene map (slow for the SVM on big scenes)")
     p.add_argument("--stand-in", action="store_true", help="label every output SYNTHETIC STAND-IN (see evaluate.py)")
     args = p.parse_args(argv)
     try:
         return run(args.data, args.method, args.out, args.seed, args.jobs, not args.no_map, args.stand_in,
-                   command=shlex.join(["python", "baselines.py", *argv]))
-    except (PatchFileError, BaselineError) as e:
+                   command=shlex.join(["python", "baselines.py", *argv]), overwrite=args.overwrite)
+    except (PatchFileError, BaselineError, rundir.RunError) as e:
         sys.exit(f"baselines.py: error: {e}")
 
 

@@ -32,7 +32,7 @@ def test_baselines_beat_chance_by_far_and_write_a_complete_run(runs, demo_h5, me
         truth, n_train, normalisation = pf.labels("test"), len(pf.labels("train")), pf.attrs["normalisation"]
     pred = np.load(run / "predictions.npy") - 1
     assert m["OA"] == pytest.approx(np.mean(pred == truth), rel=1e-12)
-    assert m["map"]["agrees_with_OA"] and m["protocol"] == evaluate.BASELINE_PROTOCOL
+    assert m["map"]["agrees_with_OA"] and m["protocol"] == baselines.BASELINE_PROTOCOL
     assert m["normalisation"] == normalisation  # the data file's, whatever it is
     config = json.loads((run / "config.json").read_text())
     grid = baselines.GRIDS[config["method"]]

@@ -1,6 +1,6 @@
-"""Tests of evaluate.py: every figure against an independent computation, the test predictions and
-the full-scene map against patches cut directly, the leakage report, McNemar's test, the honest
-labelling of protocols, normalisation and synthetic data, and the errors.
+"""Tests of evaluate.py, metrics.py and report.py: every figure against an independent computation,
+the test predictions and the full-scene map against patches cut directly, the leakage report,
+McNemar's test, the honest labelling of protocols, normalisation and synthetic data, and the errors.
 
 The runs are tiny networks (8 filters) trained for a few epochs on DataPrepare's synthetic demo
 scene (64 x 96 pixels), so that predictions are not constant. Making that run takes about 20 s, so
@@ -17,6 +17,8 @@ import pytest
 import DataPrepare
 import evaluate
 import fileio
+import metrics
+import rundir
 from patchfile import PatchFile
 from conftest import reference_patches
 
@@ -30,14 +32,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 def trained_run(demo_h5, tmp_path_factory):
     """A run directory like model.py's, select 'last', with a small network fitted for 10 epochs."""
     import keras
-    import model
+    import network
     keras.utils.set_random_seed(0)
     with PatchFile(demo_h5) as pf:
         train = pf.load("train")
     arch = dict(hsi_bands=train["hsi"].shape[-1], aux_bands=train["aux"].shape[-1], num_classes=6,
                 patch_size=11, filters=8, fusion_units=8)
-    net = model.build_model(**arch)
-    clf = model.classifier(net)  # shares its weights with net; decoders need no training here
+    net = network.build_model(**arch)
+    clf = network.classifier(net)  # shares its weights with net; decoders need no training here
     clf.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
     clf.fit({"hsi": train["hsi"], "aux": train["aux"]}, train["label"], epochs=10, batch_size=32, verbose=0)
     run = tmp_path_factory.mktemp("runs") / "demo-run"
@@ -49,8 +51,7 @@ def trained_run(demo_h5, tmp_path_factory):
 
 
 def write_config(run, data, select, arch, epochs=10):
-    import model
-    config = dict(data=str(data), select=select, protocol=model.PROTOCOLS[select], architecture=arch,
+    config = dict(data=str(data), select=select, protocol=rundir.PROTOCOLS[select], architecture=arch,
                   precision="float32", epochs=epochs, dataset="demo", data_sha256=fileio.sha256(str(data)))
     (run / "config.json").write_text(json.dumps(config))
     (run / "state.json").write_text(json.dumps(dict(epochs_done=epochs, select=select, selected_epoch=epochs)))
@@ -96,10 +97,10 @@ def test_kappa_variance_matches_a_hand_worked_example():
     # var = [.7 * .3 / .5^2 + 2 * .3 (2 * .7 * .5 - .71) / .5^3 + .3^2 (1.01 - 4 * .25) / .5^4] / 50
     #     = [.84 - .048 + .0144] / 50 = .8064 / 50 = .016128
     cm = np.array([[20, 5], [10, 15]])
-    assert evaluate.kappa_variance(cm) == pytest.approx(0.016128, rel=1e-12)
+    assert metrics.kappa_variance(cm) == pytest.approx(0.016128, rel=1e-12)
     # kappa of the same matrix: (.7 - .5) / (1 - .5) = .4
     y_true, y_pred = np.repeat([0, 0, 1, 1], [20, 5, 10, 15]), np.repeat([0, 1, 0, 1], [20, 5, 10, 15])
-    assert evaluate.accuracy_metrics(y_true, y_pred, 2)["kappa"] == pytest.approx(0.4, rel=1e-12)
+    assert metrics.accuracy_metrics(y_true, y_pred, 2)["kappa"] == pytest.approx(0.4, rel=1e-12)
 
 
 def test_kappa_variance_agrees_with_the_spread_of_kappa_over_resampled_test_sets():
@@ -113,7 +114,7 @@ def test_kappa_variance_agrees_with_the_spread_of_kappa_over_resampled_test_sets
     po = np.trace(draws, axis1=1, axis2=2)
     pe = np.sum(draws.sum(2) * draws.sum(1), axis=1)
     kappas = (po - pe) / (1 - pe)
-    assert evaluate.kappa_variance(cm * (n / cm.sum())) == pytest.approx(np.var(kappas, ddof=1), rel=0.08)
+    assert metrics.kappa_variance(cm * (n / cm.sum())) == pytest.approx(np.var(kappas, ddof=1), rel=0.08)
 
 
 def test_metrics_match_direct_counting():
@@ -122,7 +123,7 @@ def test_metrics_match_direct_counting():
     y_true = rng.choice([0, 1, 2, 3, 5], 500)  # class 4 absent from the test set
     y_pred = np.where(rng.random(500) < 0.7, y_true, rng.integers(0, c, 500))
     y_pred[y_pred == 2] = 3  # class 2 never predicted: its user's accuracy is 0/0
-    m = evaluate.accuracy_metrics(y_true, y_pred, c)
+    m = metrics.accuracy_metrics(y_true, y_pred, c)
 
     cm = np.zeros((c, c), int)
     np.add.at(cm, (y_true, y_pred), 1)
@@ -141,7 +142,7 @@ def test_metrics_match_direct_counting():
 
 
 def test_metrics_of_a_single_class_do_not_crash():
-    m = evaluate.accuracy_metrics(np.zeros(10, int), np.zeros(10, int), 3)
+    m = metrics.accuracy_metrics(np.zeros(10, int), np.zeros(10, int), 3)
     assert m["OA"] == 1 and m["AA"] == 1 and np.isnan(m["kappa_var"])
     assert json.loads(json.dumps(fileio.jsonable(m)))["kappa_var"] is None
 
@@ -168,9 +169,10 @@ def test_predictions_through_the_file_equal_those_on_patches_cut_directly(traine
     """The test set's predictions, made from patches cut from the stored scene in bounded batches,
     are identical to the network's predictions on patches cut pixel by pixel from the whole scene;
     so are the map's at the test pixels."""
-    import model
+    import network
     metrics, _ = evaluated
-    clf = model.load_classifier(str(trained_run), "final")
+    config = json.loads((trained_run / "config.json").read_text())
+    clf = network.load_classifier(config["architecture"], str(trained_run / "final.keras"))
     with h5py.File(demo_h5, "r") as f:
         scene = {m: f["scene"][m][()] for m in ("hsi", "aux")}
         coords, labels = f["test/coord"][()], f["test/label"][()]
@@ -194,21 +196,22 @@ def test_model_py_run_is_evaluated_as_trained(demo_h5, tmp_path):
     selected checkpoint on patches cut pixel by pixel."""
     import keras
     import model
+    import network
     run = tmp_path / "run"
     model.main(["--data", str(demo_h5), "--out", str(run), "--epochs", "3", "--lr", "3e-3", "--filters", "8",
                 "--fusion_units", "8", "--bn_momentum", "0.9", "--select", "val"])
     evaluate.main(["--run", str(run)])
     m = json.loads((run / "metrics.json").read_text())
     state = json.loads((run / "state.json").read_text())
-    clf = model.classifier(keras.saving.load_model(run / "selected.keras"))
+    clf = network.classifier(keras.saving.load_model(run / "selected.keras"))
     with h5py.File(demo_h5, "r") as f:
         scene = {k: f["scene"][k][()] for k in ("hsi", "aux")}
         coords, labels = f["test/coord"][()], f["test/label"][()]
     pred = np.argmax(clf.predict({k: reference_patches(scene[k], coords, 11) for k in scene}, verbose=0), -1)
     assert m["OA"] == pytest.approx(np.mean(pred == labels), rel=1e-12)
-    assert m["kappa"] == pytest.approx(evaluate.accuracy_metrics(labels, pred, 6)["kappa"], rel=1e-12)
+    assert m["kappa"] == pytest.approx(metrics.accuracy_metrics(labels, pred, 6)["kappa"], rel=1e-12)
     np.testing.assert_array_equal(np.load(run / "predictions.npy"), pred + 1)
-    assert m["protocol"] == model.PROTOCOLS["val"] and m["checkpoint"] == "selected.keras"
+    assert m["protocol"] == rundir.PROTOCOLS["val"] and m["checkpoint"] == "selected.keras"
     assert m["selected_epoch"] == state["selected_epoch"] and m["epochs_done"] == 3
     assert m["data_sha256"] == fileio.sha256(str(demo_h5))
 
@@ -391,6 +394,23 @@ def test_aggregate_evaluates_runs_without_metrics(trained_run, evaluated, tmp_pa
     assert agg["OA"]["values"][0] == agg["OA"]["values"][1] and agg["OA"]["std"] == 0
 
 
+@pytest.mark.slow  # uses the trained run (~20 s to make once)
+def test_cached_metrics_belong_to_the_exact_checkpoint(trained_run, evaluated, tmp_path):
+    """A metrics.json is reused only while the checkpoint it names (by sha256) is the one in the
+    run; a checkpoint replaced at the same epoch count is evaluated again."""
+    import keras
+    [run] = fake_runs(trained_run, tmp_path, [0.123])
+    evaluate.main(["--runs", run, "--out", str(tmp_path / "agg")])
+    assert json.loads((tmp_path / "agg" / "aggregate.json").read_text())["OA"]["values"] == [0.123]  # reused
+    net = keras.saving.load_model(os.path.join(run, "final.keras"))
+    net.set_weights([w * 0.5 for w in net.get_weights()])  # another network, same epochs_done in state.json
+    net.save(os.path.join(run, "final.keras"))
+    evaluate.main(["--runs", run, "--out", str(tmp_path / "agg")])
+    m = json.loads((tmp_path / "run0" / "metrics.json").read_text())
+    assert m["OA"] != 0.123 and m["checkpoint_sha256"] == fileio.sha256(os.path.join(run, "final.keras"))
+    assert json.loads((tmp_path / "agg" / "aggregate.json").read_text())["OA"]["values"] == [m["OA"]]
+
+
 # -----------------------------------------------------------------------------
 # Leakage: accuracy by distance to the nearest training pixel
 
@@ -405,7 +425,7 @@ def test_leakage_bins_against_a_brute_force_count():
     y_true = rng.integers(0, c, len(test))
     y_pred = np.where(rng.random(len(test)) < 0.7, y_true, rng.integers(0, c, len(test)))
     from patchfile import chebyshev_distance
-    bins = evaluate.leakage_bins(chebyshev_distance(shape, train, test), y_true, y_pred, c, p)
+    bins = metrics.leakage_bins(chebyshev_distance(shape, train, test), y_true, y_pred, c, p)
     d = np.array([min(max(abs(t[0] - s[0]), abs(t[1] - s[1])) for s in train) for t in test])  # pair by pair
     edges = [(1, 2), (3, 4), (5, 8), (9, 20), (21, 10 ** 9)]
     assert [(b["min"], b["max"]) for b in bins] == [(1, 2), (3, 4), (5, 8), (9, 20), (21, None)]
@@ -442,7 +462,7 @@ def test_mcnemar_against_hand_worked_tables():
     # 100 pixels: both right 50, only A right 30, only B right 10, both wrong 10
     a = np.repeat([True, True, False, False], [50, 30, 10, 10])
     b = np.repeat([True, False, True, False], [50, 30, 10, 10])
-    r = evaluate.mcnemar(a, b)
+    r = metrics.mcnemar(a, b)
     assert (r["both_correct"], r["only_a_correct"], r["only_b_correct"], r["both_wrong"]) == (50, 30, 10, 10)
     # chi2 = (|30 - 10| - 1)^2 / 40 = 361 / 40 = 9.025; p = P(chi2_1 > 9.025) = erfc(sqrt(9.025 / 2))
     assert r["statistic"] == pytest.approx(9.025) and "continuity" in r["test"]
@@ -454,7 +474,7 @@ def test_mcnemar_against_hand_worked_tables():
     # few discordant pixels: exact binomial, two-sided: 2 P(X <= 2 | 10, 1/2) = 2 (1 + 10 + 45) / 1024
     a = np.repeat([True, True, False], [80, 2, 8])
     b = np.repeat([True, False, True], [80, 2, 8])
-    r = evaluate.mcnemar(a, b)
+    r = metrics.mcnemar(a, b)
     assert r["test"].startswith("exact") and r["statistic"] is None
     assert r["p_value"] == pytest.approx(112 / 1024, rel=1e-12)
 
