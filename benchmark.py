@@ -6,6 +6,7 @@ preparation of scenes and the evaluation of runs, timed whole with their peak me
     python benchmark.py --data data/houston2013.h5 --floor    # + the coupled blocks' convolutions alone
     python benchmark.py --prepare houston2013=/tmp/houston2013.mat --prepare berlin=/tmp/synthetic
     python benchmark.py --evaluate runs/berlin --eval-precision mixed   # evaluate.py, whole test split
+    python benchmark.py --data data/houston2013.h5 --fastpath   # JAX: Keras fit against fastpath.py
 
 --prepare DATASET=SOURCE runs DataPrepare.py on a scene (python synthetic.py writes DCMNet-layout
 scenes at the real sizes) and prints its wall time, peak memory and file size; --evaluate RUN runs
@@ -32,11 +33,16 @@ import time
 import keras
 import numpy as np
 
-import model
+import network
+import training
 from patchfile import PatchFile
 
 MODES = {"plain-fp32": (False, "float32"), "stacked-fp32": (True, "float32"),
          "plain-mixed": (False, "mixed"), "stacked-mixed": (True, "mixed")}
+
+# The paper's hyperparameters (model.py's block holds the same values; scripts do not import it)
+PAPER = dict(batch_size=64, lr=6e-5, lambda1=1.0, lambda2=1.0, filters=64, fusion_units=32, kernel_sizes="3,5",
+             coupled=True, self_loop=True, reconstruction=True, bn_momentum=0.99, ema=0.0)
 
 
 def machine():
@@ -48,7 +54,7 @@ def machine():
         cpu = names[0] if names else cpu
         found = set(info.split())
         flags = " ".join(f for f in ("avx512f", "avx512_bf16", "amx_bf16") if f in found)
-    gpus = model.gpu_count()
+    gpus = network.gpu_count()
     return (f"{cpu}, {os.cpu_count()} cores ({flags}), {gpus} GPU(s); Python {platform.python_version()}, "
             f"Keras {keras.__version__}, backend {keras.backend.backend()}")
 
@@ -65,22 +71,22 @@ def train_speed(net, batches, steps):
 
 
 def infer_speed(net, x, batch_size):
-    """Patches/s of model.predict_labels, the batch loop that evaluate.py and the held-out callback use."""
-    model.predict_labels(net, x["hsi"][:batch_size], x["aux"][:batch_size], batch_size)  # trace and warm up
+    """Patches/s of network.predict_labels, the batch loop that evaluate.py and the held-out callback use."""
+    network.predict_labels(net, x["hsi"][:batch_size], x["aux"][:batch_size], batch_size)  # trace and warm up
     start = time.perf_counter()
-    model.predict_labels(net, x["hsi"], x["aux"], batch_size)
+    network.predict_labels(net, x["hsi"], x["aux"], batch_size)
     return len(x["hsi"]) / (time.perf_counter() - start)
 
 
 def bench_mode(name, info, train, test, args):
     stacked, precision = MODES[name]
-    policy = model.set_precision(precision)
-    config = {**model.DEFAULTS, "batch_size": args.batch_size, "stacked_streams": stacked}
-    net = model.build_model(**model.architecture(config, info))
-    model.compile_model(net, config)
-    batches = model.RotatedPatches(train, config["batch_size"], seed=0)
+    policy = network.set_precision(precision)
+    config = {**PAPER, "batch_size": args.batch_size, "stacked_streams": stacked}
+    net = network.build_model(**network.architecture(config, info))
+    training.compile_model(net, config)
+    batches = training.RotatedPatches(train, config["batch_size"], seed=0)
     train_ps = train_speed(net, batches, args.steps)
-    infer_ps = infer_speed(model.classifier(net), {"hsi": test["hsi"], "aux": test["aux"]}, args.infer_batch)
+    infer_ps = infer_speed(network.classifier(net), {"hsi": test["hsi"], "aux": test["aux"]}, args.infer_batch)
     floor = conv_floor(info, config, args.steps, args.infer_batch) if args.floor else (None, None)
     keras.mixed_precision.set_dtype_policy("float32")
     return dict(mode=name, policy=policy, train=train_ps, infer=infer_ps, floor_train=floor[0], floor_infer=floor[1])
@@ -93,7 +99,7 @@ def conv_floor(info, config, steps, infer_batch):
     this machine, whatever it saves elsewhere. Returns (training patches/s, inference patches/s)."""
     p, f = info["patch_size"], config["filters"]
     x = y = keras.Input((p, p, f))
-    for k in model.parse_kernel_sizes(config["kernel_sizes"]):
+    for k in network.parse_kernel_sizes(config["kernel_sizes"]):
         for _ in range(8):
             y = keras.layers.Conv2D(f, k, padding="same", activation="relu")(y)
     net = keras.Model(x, y)
@@ -150,12 +156,13 @@ def time_prepare(spec):
 
 def time_evaluate(run_dir, precision):
     """evaluate.py on a run's whole test split (cut from the scene on the fly)."""
-    import evaluate
+    import report
+    import rundir
     cmd = [sys.executable, "evaluate.py", "--run", run_dir] + (["--precision", precision] if precision else [])
     seconds, peak = timed(cmd)
-    config, _ = evaluate.read_run(run_dir)
-    suffix = evaluate.file_suffix(config, config["select"], precision or config.get("precision", "float32"))
-    with open(evaluate.run_file(run_dir, suffix)("metrics", "json")) as f:
+    config, _ = rundir.read_run(run_dir)
+    suffix = rundir.result_suffix(config, config["select"], precision or config.get("precision", "float32"))
+    with open(report.run_file(run_dir, suffix)("metrics", "json")) as f:
         m = json.load(f)
     print(f"evaluate.py --run {run_dir}{f' --precision {precision}' if precision else ''}: {m['n_test']} test pixels "
           f"({m['dataset_label']}) in {m['test_seconds']} s, {m['test_pixels_per_second']} px/s; "
@@ -185,13 +192,120 @@ def spawn(mode, args):
     return json.loads(lines[-1][len("RESULT "):])
 
 
+# ----------------------------------------------------------------------------- --fastpath (JAX)
+def fastpath_one(args):
+    """One side of --fastpath, in this JAX process: 'fit' (Keras' fit on RotatedPatches; the scene
+    cut on the host, network.py's loop) or 'fast' (fastpath.fit; the scene cut on the device).
+    The first epoch and the first prediction pass trace and compile; the figures are of the rest."""
+    import jax
+
+    import fastpath
+    side = args.one_fastpath
+    with PatchFile(args.data) as pf:
+        info, train, (h, w) = pf.info(), pf.load("train"), pf.shape
+        config = {**PAPER, "batch_size": args.batch_size, "stacked_streams": True}
+        if args.fast_filters:
+            config.update(filters=args.fast_filters, fusion_units=min(config["fusion_units"], args.fast_filters))
+        keras.utils.set_random_seed(0)
+        net = network.build_model(**network.architecture(config, info))
+        training.compile_model(net, config)
+        seconds = []
+
+        class Clock(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                self.started = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                float(logs["loss"])  # the epoch's work is done
+                seconds.append(time.perf_counter() - self.started)
+
+        epochs = 1 + args.fast_epochs
+        if side == "fit":
+            net.fit(training.RotatedPatches(train, args.batch_size, 0), epochs=epochs, callbacks=[Clock()],
+                    shuffle=False, verbose=0)
+        else:
+            fastpath.fit(net, train, config, 0, epochs, [Clock()], 0, verbose=0)
+        clf = network.classifier(net)
+        pixels = min(args.fast_pixels or h * w, h * w)
+
+        def predict_host():
+            done = 0
+            for rows, _, x in pf.scene_batches(args.infer_batch):
+                network.predict_labels(clf, x["hsi"], x["aux"], args.infer_batch)
+                done += len(rows)
+                if done >= pixels:
+                    return
+
+        def predict_device():  # the scene read and sent to the device included
+            pixel = np.arange(pixels)
+            scene = {m: pf.f["scene"][m] for m in ("hsi", "aux")}
+            fastpath.predict_pixels(clf, scene, np.stack([pixel // w, pixel % w], 1), pf.patch_size, args.infer_batch)
+
+        predict = predict_host if side == "fit" else predict_device
+        predict()  # trace and compile
+        start = time.perf_counter()
+        predict()
+        predict_seconds = time.perf_counter() - start
+    device = jax.local_devices()[0]
+    stats = device.memory_stats() or {}
+    timed = seconds[1:] or seconds
+    print("RESULT " + json.dumps(dict(
+        side=side, platform=device.platform, device_kind=device.device_kind, train_patches=4 * len(train["label"]),
+        first_epoch=seconds[0], epoch_seconds=sum(timed) / len(timed), pixels=pixels,
+        predict_pixels_per_s=pixels / predict_seconds, peak_bytes=stats.get("peak_bytes_in_use"),
+        filters=config["filters"])), flush=True)
+
+
+def fastpath_compare(args):
+    """--fastpath: Keras' fit against fastpath.fit under JAX, each side in its own process (so that
+    each has its own peak device memory), best of --rounds: epochs/s, training patches/s, and
+    scene pixels/s predicted with patches cut on the host (network.py) against on the device."""
+    if not args.data:
+        sys.exit("benchmark.py: --fastpath needs --data")
+    best = {}
+    for _ in range(args.rounds):
+        for side in ("fit", "fast"):
+            cmd = [sys.executable, os.path.abspath(__file__), "--one-fastpath", side, "--data", args.data,
+                   "--batch-size", str(args.batch_size), "--infer-batch", str(args.infer_batch),
+                   "--fast-epochs", str(args.fast_epochs), "--fast-pixels", str(args.fast_pixels),
+                   "--fast-filters", str(args.fast_filters)]
+            run = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "KERAS_BACKEND": "jax"})
+            lines = [line for line in run.stdout.splitlines() if line.startswith("RESULT ")]
+            if run.returncode or not lines:
+                sys.exit(f"benchmark --fastpath ({side}) failed:\n{run.stderr[-3000:]}")
+            r = json.loads(lines[-1][len("RESULT "):])
+            old = best.get(side, r)
+            best[side] = {**r, "epoch_seconds": min(r["epoch_seconds"], old["epoch_seconds"]),
+                          "predict_pixels_per_s": max(r["predict_pixels_per_s"], old["predict_pixels_per_s"])}
+    fit, fast = best["fit"], best["fast"]
+    if fit["platform"] == "cpu":
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
+        model_name = [line.split(":", 1)[1].strip() for line in lscpu if line.startswith("Model name")]
+        where = f"CPU ({model_name[0] if model_name else platform.processor() or '?'}, {os.cpu_count()} cores)"
+    else:
+        where = f"{fit['platform'].upper()} ({fit['device_kind']})"
+    print(f"fast path under JAX on {where}: {args.data}, {fit['train_patches']} training pairs, batch "
+          f"{args.batch_size}, filters {fit['filters']}; {args.fast_epochs} timed epochs after a compiling one; "
+          f"{fit['pixels']} scene pixels predicted, batch {args.infer_batch}; best of {args.rounds} rounds")
+
+    def memory(r):
+        return "n/a (the backend reports none)" if r["peak_bytes"] is None else f"{r['peak_bytes'] / 2 ** 30:.2f} GiB"
+
+    for name, r, cut in (("Keras fit", fit, "host"), ("fastpath.fit", fast, "device")):
+        print(f"  {name:13s} train {1 / r['epoch_seconds']:7.2f} epochs/s ({r['train_patches'] / r['epoch_seconds']:8.0f} "
+              f"patches/s; first epoch {r['first_epoch']:.1f} s)   predict, patches cut on the {cut:6s} "
+              f"{r['predict_pixels_per_s']:8.0f} px/s   peak device memory {memory(r)}")
+    print(f"  fast / fit on {where}: train x{fit['epoch_seconds'] / fast['epoch_seconds']:.2f}, "
+          f"predict x{fast['predict_pixels_per_s'] / fit['predict_pixels_per_s']:.2f}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", help="patch file from DataPrepare.py")
     parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, of {', '.join(MODES)}")
     parser.add_argument("--steps", type=int, default=20, help="timed training steps per mode")
-    parser.add_argument("--batch-size", type=int, default=model.DEFAULTS["batch_size"],
-                        help="training batch (default: model.py's batch_size)")
+    parser.add_argument("--batch-size", type=int, default=PAPER["batch_size"],
+                        help="training batch (default: the paper's, 64)")
     parser.add_argument("--rounds", type=int, default=2, help="each mode is timed this many times, interleaved; "
                         "the best is kept (the machine may be shared)")
     parser.add_argument("--infer-patches", type=int, default=4096, help="test patches timed for inference")
@@ -207,14 +321,28 @@ def main():
     parser.add_argument("--stand-in", action="store_true", help="label the figures: the data is the synthetic "
                         "Houston 2013 stand-in of ../shared/data/houston2013/make_proxy.py")
     parser.add_argument("--one", choices=list(MODES), help=argparse.SUPPRESS)
+    parser.add_argument("--fastpath", action="store_true", help="under JAX: Keras' fit against fastpath.fit "
+                        "(epochs/s) and scene prediction with patches cut on the host against on the device "
+                        "(pixels/s), with peak device memory; needs --data")
+    parser.add_argument("--fast-epochs", type=int, default=3, help="with --fastpath: timed epochs (after one more "
+                        "that compiles)")
+    parser.add_argument("--fast-pixels", type=int, default=0, help="with --fastpath: scene pixels predicted "
+                        "(0: the whole scene)")
+    parser.add_argument("--fast-filters", type=int, default=0, help="with --fastpath: filters of the network "
+                        "(0: the paper's 64)")
+    parser.add_argument("--one-fastpath", choices=["fit", "fast"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         return run_one(args)
+    if args.one_fastpath:
+        return fastpath_one(args)
     print(machine())
     for spec in args.prepare:
         time_prepare(spec)
     for run_dir in args.evaluate:
         time_evaluate(run_dir, args.eval_precision)
+    if args.fastpath:
+        return fastpath_compare(args)
     if not args.data:
         return
     with PatchFile(args.data) as pf:

@@ -1,4 +1,4 @@
-"""The network of layers.py / model.py against SPEC.md: sizes, sharing, stage equations, ablations."""
+"""The network of layers.py / network.py against SPEC.md: sizes, sharing, stage equations, ablations."""
 import numpy as np
 import pytest
 
@@ -7,7 +7,7 @@ from keras import ops
 
 from layers import CoupledSelfLoopingBlock, CrossModalDecoder, SpectralStem, StreamBatchNorm, spectral_grid
 from losses import BatchRMSE
-from model import build_model, classifier, predict_labels
+from network import build_model, classifier, predict_labels
 
 
 def count(weights):

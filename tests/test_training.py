@@ -4,6 +4,7 @@ import importlib.util
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 
@@ -15,8 +16,12 @@ import keras
 
 import DataPrepare
 import model
-from model import RotatedPatches, build_model, classifier, lr_at
+import network
+import rundir
+import training
+from network import build_model, classifier
 from patchfile import PatchFile
+from training import RotatedPatches, lr_at
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--filters", "8", "--fusion_units", "8"]
@@ -110,6 +115,47 @@ def test_recorded_command_reruns_as_written(demo_h5, tmp_path):
     assert shlex.split(recorded) == ["python", "model.py", *argv] and state == {"epochs_done": 0}
 
 
+def test_a_non_empty_out_is_refused_and_left_untouched(demo_h5, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "notes.txt").write_text("mine")
+    with pytest.raises(SystemExit, match=rf"{run} is not empty: continue the run there with --resume {run}, "
+                                         r"or start it afresh with --overwrite"):
+        train(["--data", str(demo_h5), "--out", str(run), "--epochs", "1", *TINY])
+    with pytest.raises(SystemExit, match="no config.json, so it is not a run directory: --overwrite only replaces runs"):
+        train(["--data", str(demo_h5), "--out", str(run), "--epochs", "1", "--overwrite", *TINY])
+    assert os.listdir(run) == ["notes.txt"] and (run / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.slow
+def test_overwrite_starts_afresh_and_resume_checks_the_data_and_records_each_job(demo_h5, tmp_path):
+    data, run = str(tmp_path / "demo.h5"), str(tmp_path / "run")
+    shutil.copyfile(demo_h5, data)
+    common = ["--data", data, "--out", run, "--lr", "1e-3", *TINY]
+    train([*common, "--epochs", "1"])
+    train([*common, "--epochs", "1", "--overwrite"])
+    assert [r["epoch"] for r in history(run)] == ["0"]  # the first run's rows are gone with it
+    # max_minutes belongs to the job that set it: this one stops after its first epoch ...
+    train([*common, "--epochs", "3", "--overwrite", "--max_minutes", "1e-6"])
+    assert len(history(run)) == 1
+    train(["--resume", run, "--epochs", "2"])  # ... and this one runs to its end
+    train(["--resume", run, "--epochs", "3", "--max_minutes", "0"])
+    assert [r["epoch"] for r in history(run)] == ["0", "1", "2"]
+    config = json.load(open(os.path.join(run, "config.json")))
+    assert shlex.split(config["command"])[-2:] == ["--max_minutes", "1e-6"]  # the first job's command stays
+    assert [(j["overrides"], j["max_minutes"], j["from_epoch"]) for j in config["resumes"]] == \
+        [({"epochs": 2}, 0.0, 1), ({"epochs": 3}, 0.0, 2)]
+    assert shlex.split(config["resumes"][0]["command"]) == ["python", "model.py", "--resume", run, "--epochs", "2"]
+    recorded = config["data_sha256"]
+    with h5py.File(data, "a") as f:  # the same path, prepared again
+        f.attrs["seed"] = 99
+    before = sorted(os.listdir(run)), open(os.path.join(run, "config.json")).read()
+    with pytest.raises(SystemExit, match=rf"demo.h5: sha256 [0-9a-f]{{16}}\.\.\. is not {recorded[:16]}\.\.\., the file "
+                                         rf"{run} was trained on"):
+        train(["--resume", run, "--epochs", "4"])
+    assert (sorted(os.listdir(run)), open(os.path.join(run, "config.json")).read()) == before
+
+
 def test_select_val_needs_a_validation_group(tmp_path):
     path = str(tmp_path / "noval.h5")
     DataPrepare.main(["--dataset", "demo", "--out", path])
@@ -126,7 +172,7 @@ def test_logged_losses_are_ce_plus_lambda1_rmse_aux_plus_lambda2_rmse_hsi(demo_h
     arch = dict(hsi_bands=data["hsi"].shape[-1], aux_bands=data["aux"].shape[-1], num_classes=6, filters=8,
                 fusion_units=8)
     net = build_model(**arch)
-    model.compile_model(net, {**model.DEFAULTS, "lambda1": 0.3, "lambda2": 2.5})
+    training.compile_model(net, {**model.DEFAULTS, "lambda1": 0.3, "lambda2": 2.5})
     x = {"hsi": data["hsi"], "aux": data["aux"]}
     logged = net.evaluate(x, {"class": data["label"], "rec_aux": x["aux"], "rec_hsi": x["hsi"]}, batch_size=32,
                           return_dict=True, verbose=0)
@@ -157,7 +203,7 @@ def test_each_decoder_reconstructs_from_the_other_modality():
 # ----------------------------------------------------------------------------- saving
 def test_saving_and_loading_round_trips_predictions_exactly(tmp_path):
     net = build_model(10, 2, 3, patch_size=5, filters=8, fusion_units=8)
-    model.compile_model(net, {**model.DEFAULTS, "lr": 1e-3})
+    training.compile_model(net, {**model.DEFAULTS, "lr": 1e-3})
     rng = np.random.default_rng(0)
     x = {"hsi": rng.uniform(0, 1, (16, 5, 5, 10)).astype("float32"), "aux": rng.uniform(0, 1, (16, 5, 5, 2)).astype("float32")}
     net.fit(x, {"class": rng.integers(0, 3, 16), "rec_aux": x["aux"], "rec_hsi": x["hsi"]}, epochs=1, verbose=0)
@@ -165,6 +211,61 @@ def test_saving_and_loading_round_trips_predictions_exactly(tmp_path):
     loaded = keras.saving.load_model(tmp_path / "m.keras")
     for key, value in net.predict(x, verbose=0).items():
         np.testing.assert_array_equal(loaded.predict(x, verbose=0)[key], value)
+
+
+# ----------------------------------------------------------------------------- weight averaging
+def test_weight_averaging_is_the_moving_average_of_the_raw_weights(tmp_path):
+    """ema = m: after the first step the average is the weights; then avg = m avg + (1 - m) w after
+    every step. Computed here from the raw weights step by step, and read back from a saved
+    checkpoint the way evaluate.py reads it (network.load_classifier(averaged=True))."""
+    keras.utils.set_random_seed(0)
+    arch = dict(hsi_bands=6, aux_bands=1, num_classes=3, patch_size=5, filters=4, fusion_units=4)
+    net = build_model(**arch)
+    training.compile_model(net, {**model.DEFAULTS, "lr": 1e-2, "ema": 0.8})
+    rng = np.random.default_rng(0)
+    x = {"hsi": rng.uniform(0, 1, (32, 5, 5, 6)).astype("float32"), "aux": rng.uniform(0, 1, (32, 5, 5, 1)).astype("float32")}
+    y = {"class": rng.integers(0, 3, 32), "rec_aux": x["aux"], "rec_hsi": x["hsi"]}
+    seen = []
+    record = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda b, logs: seen.append([v.numpy().copy() for v in net.trainable_variables]))
+    net.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0, callbacks=[record])
+    assert len(seen) == 8
+    average = seen[0]
+    for weights in seen[1:]:
+        average = [0.8 * a + 0.2 * w for a, w in zip(average, weights)]
+    net.save(tmp_path / "final.keras")  # fit's end put the average into the model; the optimizer keeps it too
+    stored = network.averaged_values(str(tmp_path / "final.keras"))
+    for want, got in zip(average, stored):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(seen[-1][0], average[0])  # the average is not the last weights
+    clf = network.load_classifier(arch, str(tmp_path / "final.keras"), averaged=True)
+    direct = build_model(**arch)
+    direct.set_weights(net.get_weights())
+    for var, value in zip(direct.trainable_variables, average):
+        var.assign(value)
+    np.testing.assert_allclose(np.asarray(clf.predict(x, verbose=0)),
+                               np.asarray(direct.predict(x, verbose=0)["class"]), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_a_killed_run_with_weight_averaging_resumes_exactly_and_is_scored_averaged(demo_h5, tmp_path):
+    import evaluate
+    common = ["--data", str(demo_h5), "--lr", "1e-3", "--ema", "0.9", *TINY, "--select", "val"]
+    whole, resumed = str(tmp_path / "whole"), str(tmp_path / "resumed")
+    train([*common, "--out", whole, "--epochs", "3"])
+    train([*common, "--out", resumed, "--epochs", "2"])
+    train(["--resume", resumed, "--epochs", "3"])
+    assert without_times(history(resumed)) == without_times(history(whole))
+    same_weights(whole, resumed, "final.keras")
+    for a, b in zip(*(network.averaged_values(os.path.join(r, "final.keras")) for r in (whole, resumed))):
+        np.testing.assert_array_equal(a, b)
+    evaluate.main(["--run", whole])
+    m = json.load(open(os.path.join(whole, "metrics.json")))
+    assert "averaged" in m["weights"] and "moving average, ema=0.9" in m["protocol"]
+    config = json.load(open(os.path.join(whole, "config.json")))
+    clf = network.load_classifier(config["architecture"], os.path.join(whole, "selected.keras"), averaged=True)
+    with PatchFile(demo_h5) as pf:
+        assert m["OA"] == pytest.approx(np.mean(network.predict_split(clf, pf, "test") == pf.labels("test")), abs=1e-12)
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -186,7 +287,7 @@ def test_short_training_lowers_every_loss_and_beats_chance(demo_h5, tmp_path):
     accuracy = np.mean(pred == test["label"])
     assert accuracy > 4 / info["num_classes"], accuracy  # chance is 1/6 on the demo scene
     config = json.load(open(os.path.join(run, "config.json")))
-    assert config["epochs"] == 6 and config["protocol"] == model.PROTOCOLS["last"] and config["synthetic"]
+    assert config["epochs"] == 6 and config["protocol"] == rundir.PROTOCOLS["last"] and config["synthetic"]
 
 
 def without_times(rows):
@@ -253,10 +354,10 @@ def test_authors_protocol_without_reconstruction(demo_h5, tmp_path):
     assert list(net.output) == ["class"]
     with PatchFile(demo_h5) as pf:
         test = pf.load("test")
-    pred = model.predict_labels(net, test["hsi"], test["aux"])
+    pred = network.predict_labels(net, test["hsi"], test["aux"])
     assert np.mean(pred == test["label"]) == pytest.approx(state["best"], abs=1e-9)  # the logged TEST accuracy
     config = json.load(open(os.path.join(run, "config.json")))
-    assert config["protocol"] == model.PROTOCOLS["authors"] and config["lambda1"] == 1.0
+    assert config["protocol"] == rundir.PROTOCOLS["authors"] and config["lambda1"] == 1.0
 
 
 @pytest.mark.slow
@@ -264,7 +365,7 @@ def test_authors_protocol_without_reconstruction(demo_h5, tmp_path):
 def test_mixed_precision_training(demo_h5, tmp_path, monkeypatch, gpu):
     """Mixed precision trains, saves and resumes: bfloat16 as on a CPU, and float16 with loss scaling
     as on a GPU (the policy model.py picks when it sees one, forced here on the CPU)."""
-    monkeypatch.setattr(model, "gpu_count", lambda: int(gpu))
+    monkeypatch.setattr(network, "gpu_count", lambda: int(gpu))
     run = str(tmp_path / "run")
     try:
         train(["--data", str(demo_h5), "--out", run, "--epochs", "1", "--lr", "1e-3", *TINY, "--precision", "mixed"])

@@ -1,0 +1,175 @@
+"""The coupled self-looping network of Fig. 1, built from the layers of layers.py, and predicting with it.
+
+- `build_model`: the multi-output network (class, and the two cross-modal reconstructions).
+- `classifier`: the classification path alone, what inference and maps need.
+- `load_classifier`: a checkpoint's classification path, in the precision asked for.
+- `predict_labels`, `predict_split`, `predict_scene`: the one prediction loop, over patches, a
+  patch file's split or every pixel of its scene, a bounded batch at a time.
+
+Hyperparameters reach this module as arguments (`architecture(config, shapes)`), never by
+importing model.py.
+"""
+import keras
+import numpy as np
+from keras import layers
+
+from layers import KERNEL_INIT, CoupledSelfLoopingBlock, CrossModalDecoder, SpectralStem
+
+PRECISIONS = {
+    "float32": "float32 throughout",
+    "mixed": "mixed precision: bfloat16 on CPUs, float16 with loss scaling on GPUs; outputs float32",
+}
+
+
+def branch(hsi, aux, kernel_size, filters=64, fusion_units=32, coupled=True, self_loop=True, stacked=True,
+           bn_momentum=0.99):
+    """One coupled self-looping branch of kernel size k: returns (fused 32-vector, HSI 256, aux 256)."""
+    k = kernel_size
+    conv = lambda name: layers.Conv2D(filters, k, padding="same", activation="relu",  # noqa: E731
+                                      kernel_initializer=KERNEL_INIT, name=name)
+    x_hsi = conv(f"hsi_stem_k{k}")(SpectralStem(name=f"spectral_stem_k{k}")(hsi))
+    x_aux = conv(f"aux_stem_k{k}")(aux)
+    block = CoupledSelfLoopingBlock(filters, k, coupled=coupled, self_loop=self_loop, stacked=stacked,
+                                    bn_momentum=bn_momentum, name=f"coupled_block_k{k}")
+    v_hsi, v_aux = block([x_hsi, x_aux])
+    fused = layers.Dense(fusion_units, activation="relu", kernel_initializer=KERNEL_INIT, name=f"fusion_k{k}")(
+        layers.Concatenate(name=f"concat_k{k}")([v_hsi, v_aux]))
+    return fused, v_hsi, v_aux
+
+
+def build_model(hsi_bands, aux_bands, num_classes, patch_size=11, filters=64, fusion_units=32,
+                kernel_sizes=(3, 5), coupled=True, self_loop=True, reconstruction=True, stacked=True, bn_momentum=0.99):
+    """The network of Fig. 1: inputs {'hsi': (P, P, B), 'aux': (P, P, A)}, outputs
+    {'class': softmax over C, 'rec_aux': second modality from HSI features (H -> L),
+     'rec_hsi': HSI from second-modality features (L -> H)}; without reconstruction only 'class'."""
+    p = patch_size
+    hsi = keras.Input((p, p, hsi_bands), name="hsi")
+    aux = keras.Input((p, p, aux_bands), name="aux")
+    branches = [branch(hsi, aux, k, filters, fusion_units, coupled, self_loop, stacked, bn_momentum)
+                for k in kernel_sizes]
+    join = lambda xs, name: layers.Concatenate(name=name)(xs) if len(xs) > 1 else xs[0]  # noqa: E731
+    fused = join([b[0] for b in branches], "concat_branches")
+    outputs = {"class": layers.Dense(num_classes, activation="softmax", kernel_initializer=KERNEL_INIT,
+                                     dtype="float32", name="class")(fused)}
+    if reconstruction:
+        outputs["rec_aux"] = CrossModalDecoder(aux_bands, p, name="rec_aux")(join([b[1] for b in branches], "concat_hsi"))
+        outputs["rec_hsi"] = CrossModalDecoder(hsi_bands, p, name="rec_hsi")(join([b[2] for b in branches], "concat_aux"))
+    return keras.Model({"hsi": hsi, "aux": aux}, outputs, name="coupled_self_looping_net")
+
+
+def classifier(model):
+    """The classification path alone (shared weights): what inference and maps need, no decoders."""
+    return keras.Model(model.inputs, model.get_layer("class").output, name="classifier")
+
+
+def architecture(config, data_attrs):
+    """Arguments of build_model for a configuration and a patch file's shapes (saved in config.json)."""
+    return dict(hsi_bands=data_attrs["hsi_bands"], aux_bands=data_attrs["aux_bands"],
+                num_classes=data_attrs["num_classes"], patch_size=data_attrs["patch_size"],
+                filters=config["filters"], fusion_units=config["fusion_units"],
+                kernel_sizes=parse_kernel_sizes(config["kernel_sizes"]), coupled=config["coupled"],
+                self_loop=config["self_loop"], reconstruction=config["reconstruction"],
+                stacked=config["stacked_streams"], bn_momentum=config["bn_momentum"])
+
+
+def parse_kernel_sizes(text):
+    sizes = tuple(int(k) for k in str(text).split(","))
+    if not sizes or any(k < 1 or k % 2 == 0 for k in sizes):
+        raise ValueError(f"kernel_sizes must be odd integers separated by commas, got {text!r}")
+    return sizes
+
+
+def set_precision(precision):
+    """float32, or mixed precision: bfloat16 on CPUs (AMX/AVX-512 BF16), float16 on GPUs."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    policy = "float32" if precision == "float32" else ("mixed_float16" if gpu_count() else "mixed_bfloat16")
+    keras.mixed_precision.set_dtype_policy(policy)
+    return policy
+
+
+def gpu_count():
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf  # only under the TensorFlow backend: the network itself needs no tf
+        return len(tf.config.list_physical_devices("GPU"))
+    if backend == "jax":
+        import jax
+        return sum(d.platform == "gpu" for d in jax.devices())
+    return 0
+
+
+def load_classifier(arch, checkpoint_path, precision="float32", averaged=False):
+    """The classification path of the network `arch` (build_model's arguments), rebuilt in
+    `precision` with the weights of the .keras checkpoint at checkpoint_path: the raw weights, or
+    with averaged=True the moving average the optimizer kept beside them (ema > 0). The process's
+    dtype policy is restored afterwards."""
+    policy = keras.mixed_precision.dtype_policy()
+    try:
+        average = averaged_values(checkpoint_path) if averaged else None
+        set_precision(precision)
+        net = build_model(**arch)
+        net.load_weights(checkpoint_path)
+        if average is not None:
+            for var, value in zip(net.trainable_variables, average):
+                var.assign(value)
+        return classifier(net)
+    finally:
+        keras.mixed_precision.set_dtype_policy(policy)
+
+
+def averaged_values(checkpoint_path):
+    """The averaged weights a checkpoint's optimizer holds, in the order of trainable_variables."""
+    saved = keras.saving.load_model(checkpoint_path)
+    opt = getattr(saved.optimizer, "inner_optimizer", saved.optimizer)  # under loss scaling
+    if not getattr(opt, "use_ema", False):
+        raise ValueError(f"{checkpoint_path}: trained without weight averaging (ema 0): it holds no averaged weights")
+    values = [np.asarray(keras.ops.convert_to_numpy(v)) for v in opt._model_variables_moving_average]
+    keras.mixed_precision.set_dtype_policy("float32")  # load_model may have left the saved policy
+    return values
+
+
+# ----------------------------------------------------------------------------- the prediction loop
+def predict_labels(clf, hsi, aux, batch_size=256):
+    """Class indices 0..C-1 of patches, batch_size at a time, from the classifier (or the whole model's
+    'class' output). predict_on_batch, not predict(): on 2 CPU cores Keras' predict() on the same
+    arrays ran 1.7x slower."""
+    labels = [np.zeros(0, np.int64)]  # an empty group gives an empty array
+    for i in range(0, len(hsi), batch_size):
+        probs = clf.predict_on_batch({"hsi": hsi[i:i + batch_size], "aux": aux[i:i + batch_size]})
+        labels.append(np.argmax(np.asarray(probs["class"] if isinstance(probs, dict) else probs), axis=-1))
+    return np.concatenate(labels)
+
+
+def predict_split(predict, pf, split, batch_size=256, progress=None, patch_size=None):
+    """Class indices 0..C-1 of every pixel of a split of an open PatchFile, its patches read (or, for
+    the test split, cut from the scene) a batch at a time. predict: a classifier, or a function
+    (hsi, aux) -> labels (the centre-pixel baselines, patch_size 1); progress: a tqdm-like bar, or None."""
+    predict = as_predictor(predict, batch_size)
+    out = np.zeros(len(pf.labels(split)), np.int32)
+    for idx, x in pf.batches(split, batch_size, patch_size=patch_size):
+        out[idx] = predict(x["hsi"], x["aux"])
+        if progress is not None:
+            progress.update(len(idx))
+    return out
+
+
+def predict_scene(predict, pf, patch_size, batch_size=256, progress=None):
+    """(H, W) map of predicted labels 1..C for every pixel of the patch file's scene, labelled or
+    not; patches of patch_size (1 for the centre-pixel baselines)."""
+    predict = as_predictor(predict, batch_size)
+    h, w = pf.shape
+    out = np.zeros((h, w), np.uint8 if pf.info()["num_classes"] < 256 else np.int16)
+    for rows, cols, x in pf.scene_batches(batch_size, patch_size):
+        out[rows, cols] = predict(x["hsi"], x["aux"]) + 1
+        if progress is not None:
+            progress.update(len(rows))
+    return out
+
+
+def as_predictor(predict, batch_size):
+    """A Keras classifier becomes (hsi, aux) -> labels; a function is used as it is."""
+    if isinstance(predict, keras.Model):
+        clf = predict
+        return lambda hsi, aux: predict_labels(clf, hsi, aux, batch_size)
+    return predict

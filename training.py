@@ -1,0 +1,230 @@
+"""Training the network: the joint loss, the paper's learning-rate schedule, the four-rotation input
+pipeline, and the callbacks that score a held-out split and time each epoch.
+
+The run directory's files (history, checkpoints, state) are rundir.py's; model.py puts the pieces
+together.
+"""
+import contextlib
+import math
+import os
+import time
+
+import keras
+import numpy as np
+
+import rundir
+from losses import BatchRMSE
+from network import classifier, gpu_count, predict_split
+from patchfile import PatchFile
+
+
+def compile_model(net, config):
+    """Nadam on the joint objective: cross-entropy + lambda1 RMSE(H -> L) + lambda2 RMSE(L -> H).
+    With ema > 0 the optimizer also keeps an exponential moving average of the weights."""
+    losses = {"class": keras.losses.SparseCategoricalCrossentropy()}
+    weights = {"class": 1.0}
+    if config["reconstruction"]:
+        losses.update(rec_aux=BatchRMSE(), rec_hsi=BatchRMSE())
+        weights.update(rec_aux=config["lambda1"], rec_hsi=config["lambda2"])
+    ema = config.get("ema", 0.0)
+    optimizer = keras.optimizers.Nadam(config["lr"], use_ema=ema > 0, ema_momentum=ema or 0.99)
+    net.compile(optimizer=optimizer, loss=losses, loss_weights=weights,
+                metrics={"class": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]})
+
+
+def lr_at(epoch, config):
+    """The paper's schedule: constant for lr_constant_epochs, then times exp(-lr_decay) per epoch."""
+    return config["lr"] * math.exp(-config["lr_decay"] * max(0, epoch - config["lr_constant_epochs"] + 1))
+
+
+def distribution_scope():
+    """Several GPUs: data parallel (tf.distribute.MirroredStrategy, or keras.distribution under JAX)."""
+    if gpu_count() < 2:
+        return contextlib.nullcontext()
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+        return tf.distribute.MirroredStrategy().scope()
+    keras.distribution.set_distribution(keras.distribution.DataParallel())
+    return contextlib.nullcontext()
+
+
+# ----------------------------------------------------------------------------- input pipeline
+class RotatedPatches(keras.utils.PyDataset):
+    """Every training patch in its four rotations (0, 90, 180, 270 degrees), shuffled anew each epoch.
+
+    The order of epoch e is a pure function of (seed, e), so a resumed run sees the batches an
+    uninterrupted run would. Rotations are views (np.rot90) gathered per batch: nothing is stored
+    four times. Plain NumPy, so it runs without TensorFlow (JAX backend)."""
+
+    def __init__(self, group, batch_size, seed, epoch=0, reconstruction=True, **kwargs):
+        super().__init__(workers=2, max_queue_size=8, **kwargs)  # threads prefetch the next batches
+        self.hsi, self.aux, self.label = group["hsi"], group["aux"], group["label"].astype("int32")
+        self.batch_size, self.seed, self.epoch, self.reconstruction = batch_size, seed, epoch, reconstruction
+        self._order_epoch, self._order = None, None
+
+    def __len__(self):
+        return math.ceil(4 * len(self.label) / self.batch_size)
+
+    def order(self):
+        if self._order_epoch != self.epoch:  # threads may race here; they compute the same order
+            self._order = epoch_order(self.seed, self.epoch, len(self.label))
+            self._order_epoch = self.epoch
+        return self._order
+
+    def __getitem__(self, i):
+        picks = self.order()[i * self.batch_size:(i + 1) * self.batch_size]
+        patch, turns = picks // 4, picks % 4
+        hsi, aux = self.hsi[patch], self.aux[patch]  # fancy indexing: fresh arrays we may rotate in place
+        for t in (1, 2, 3):
+            sel = turns == t
+            hsi[sel] = np.rot90(hsi[sel], t, axes=(1, 2))
+            aux[sel] = np.rot90(aux[sel], t, axes=(1, 2))
+        x = {"hsi": hsi, "aux": aux}
+        y = {"class": self.label[patch]}
+        if self.reconstruction:
+            y.update(rec_aux=aux, rec_hsi=hsi)
+        return x, y
+
+    def on_epoch_end(self):
+        self.epoch += 1
+
+
+def epoch_order(seed, epoch, n_patches):
+    """The order of epoch `epoch`: a permutation of the 4 n (patch, rotation) pairs, pair q being
+    patch q // 4 turned (q % 4) x 90 degrees."""
+    return np.random.default_rng([seed, epoch]).permutation(4 * n_patches)
+
+
+# ----------------------------------------------------------------------------- callbacks
+class HeldOutAccuracy(keras.callbacks.Callback):
+    """After each epoch, the classifier's accuracy on a held-out split of the patch file (val, or test
+    for the authors' protocol), logged as '<split>_accuracy'. Test patches are cut from the scene a
+    batch at a time, so memory does not grow with the test set."""
+
+    def __init__(self, path, split, batch_size=256):
+        super().__init__()
+        self.path, self.split, self.batch_size = path, split, batch_size
+
+    def on_train_begin(self, logs=None):
+        self.classifier = classifier(self.model)  # built once: shares the model's weights
+
+    def on_epoch_end(self, epoch, logs=None):
+        with PatchFile(self.path) as pf, averaged_weights(self.model):
+            labels = predict_split(self.classifier, pf, self.split, self.batch_size)
+            logs[f"{self.split}_accuracy"] = float(np.mean(labels == pf.labels(self.split)))
+
+
+class TestTrace(keras.callbacks.Callback):
+    """For studies only (model.py's trace_test): the TEST accuracy after every epoch, of the raw
+    weights ('test_accuracy_raw') and, with averaging on, of the averaged ones
+    ('test_accuracy_averaged'). No protocol selects by these columns."""
+
+    def __init__(self, path, batch_size=256):
+        super().__init__()
+        self.path, self.batch_size = path, batch_size
+
+    def on_train_begin(self, logs=None):
+        self.classifier = classifier(self.model)
+
+    def on_epoch_end(self, epoch, logs=None):
+        with PatchFile(self.path) as pf:
+            truth = pf.labels("test")
+            logs["test_accuracy_raw"] = self.score(pf, truth)
+            with averaged_weights(self.model) as averaged:
+                if averaged:
+                    logs["test_accuracy_averaged"] = self.score(pf, truth)
+
+    def score(self, pf, truth):
+        return float(np.mean(predict_split(self.classifier, pf, "test", self.batch_size) == truth))
+
+
+def refit_batch_norm(net, data, batches=50, batch_size=256):
+    """Re-estimate every batch-norm layer's moving statistics for the weights now in the model: the
+    running mean of the statistics of `batches` batches of training patches (forward passes in
+    training mode, momentum 1 - 1/(i + 1) at the i-th). Trainable weights are unchanged."""
+    norms = [layer for layer in net._flatten_layers() if hasattr(layer, "moving_mean")]
+    kept = [layer.momentum for layer in norms]
+    order = np.random.default_rng(0).permutation(len(data["label"]))
+    try:
+        for i in range(min(batches, -(-len(order) // batch_size))):
+            pick = np.sort(order[i * batch_size:(i + 1) * batch_size])
+            for layer in norms:
+                layer.momentum = i / (i + 1)  # i = 0 takes the first batch's statistics whole
+            net({"hsi": data["hsi"][pick], "aux": data["aux"][pick]}, training=True)
+    finally:
+        for layer, momentum in zip(norms, kept):
+            layer.momentum = momentum
+
+
+class EpochClock(keras.callbacks.Callback):
+    """Logs each epoch's training time as 'epoch_seconds' (the first epoch of a process includes
+    tracing and compilation) and stops the run cleanly after the epoch that passes max_minutes."""
+
+    def __init__(self, max_minutes=0.0):
+        super().__init__()
+        self.max_seconds = 60 * max_minutes
+
+    def on_train_begin(self, logs=None):
+        self.started = time.perf_counter()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = time.perf_counter()
+        logs["epoch_seconds"] = now - self.epoch_started
+        if self.max_seconds and now - self.started >= self.max_seconds:
+            self.model.stop_training = True
+            print(f"max_minutes={self.max_seconds / 60:g} reached: stopping after epoch {epoch + 1}")
+
+
+class RunState(keras.callbacks.Callback):
+    """Keeps the run directory resumable after every epoch (rundir.end_epoch)."""
+
+    def __init__(self, run_dir, state, monitor=None):
+        super().__init__()
+        self.run_dir, self.state, self.monitor = run_dir, state, monitor
+
+    def on_epoch_end(self, epoch, logs=None):
+        rundir.end_epoch(self.run_dir, self.model, self.state, epoch, logs, self.monitor)
+
+
+@contextlib.contextmanager
+def averaged_weights(net):
+    """With weight averaging on (the optimizer's use_ema), the averaged weights in the model for the
+    block, then the raw ones back; checkpoints keep the raw weights and the average beside them in
+    the optimizer's state, so that a resumed run continues exactly."""
+    opt = getattr(net, "optimizer", None)
+    if not getattr(opt, "use_ema", False) or not getattr(opt, "built", False):
+        yield False
+        return
+    raw = [v.numpy() for v in net.trainable_variables]
+    for v, avg in zip(net.trainable_variables, opt._model_variables_moving_average):
+        v.assign(avg)
+    try:
+        yield True
+    finally:
+        for v, value in zip(net.trainable_variables, raw):
+            v.assign(value)
+
+
+def callbacks(config, held_out, max_minutes, monitor, state):
+    """In this order: the clock, the schedule, the held-out score, then the run directory's commit
+    (which records what the others logged)."""
+    out = [EpochClock(max_minutes), keras.callbacks.LearningRateScheduler(lambda e: lr_at(e, config))]
+    if held_out:
+        out.append(HeldOutAccuracy(config["data"], held_out))
+    if config.get("trace_test"):
+        out.append(TestTrace(config["data"]))
+    out.append(RunState(config["out"], state, monitor))
+    if keras.backend.backend() == "tensorflow":
+        out.append(keras.callbacks.TensorBoard(os.path.join(config["out"], "tensorboard")))
+    return out
+
+
+def fit(net, data, config, initial_epoch, callback_list):
+    """Epochs initial_epoch..config['epochs'] of the four-rotation batches."""
+    batches = RotatedPatches(data, config["batch_size"], config["seed"], epoch=initial_epoch,
+                             reconstruction=config["reconstruction"])
+    net.fit(batches, epochs=config["epochs"], initial_epoch=initial_epoch, callbacks=callback_list,
+            shuffle=False, verbose=2 if os.environ.get("CI") else "auto")
