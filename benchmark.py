@@ -195,8 +195,10 @@ def spawn(mode, args):
 # ----------------------------------------------------------------------------- --fastpath (JAX)
 def fastpath_one(args):
     """One side of --fastpath, in this JAX process: 'fit' (Keras' fit on RotatedPatches; the scene
-    cut on the host, network.py's loop) or 'fast' (fastpath.fit; the scene cut on the device).
-    The first epoch and the first prediction pass trace and compile; the figures are of the rest."""
+    cut on the host, network.py's loop), or fastpath.fit and the scene cut on the device, its
+    batches in a host 'loop' of jitted steps (fastpath's choice on a CPU) or one device 'scan' per
+    epoch (its choice on a GPU). The first epoch and the first prediction pass trace and compile;
+    the figures are of the rest."""
     import jax
 
     import fastpath
@@ -224,7 +226,7 @@ def fastpath_one(args):
             net.fit(training.RotatedPatches(train, args.batch_size, 0), epochs=epochs, callbacks=[Clock()],
                     shuffle=False, verbose=0)
         else:
-            fastpath.fit(net, train, config, 0, epochs, [Clock()], 0, verbose=0)
+            fastpath.fit(net, train, config, 0, epochs, [Clock()], 0, verbose=0, scan=side == "scan")
         clf = network.classifier(net)
         pixels = min(args.fast_pixels or h * w, h * w)
 
@@ -239,7 +241,8 @@ def fastpath_one(args):
         def predict_device():  # the scene read and sent to the device included
             pixel = np.arange(pixels)
             scene = {m: pf.f["scene"][m] for m in ("hsi", "aux")}
-            fastpath.predict_pixels(clf, scene, np.stack([pixel // w, pixel % w], 1), pf.patch_size, args.infer_batch)
+            fastpath.predict_pixels(clf, scene, np.stack([pixel // w, pixel % w], 1), pf.patch_size, args.infer_batch,
+                                    scan=side == "scan")
 
         predict = predict_host if side == "fit" else predict_device
         predict()  # trace and compile
@@ -257,14 +260,15 @@ def fastpath_one(args):
 
 
 def fastpath_compare(args):
-    """--fastpath: Keras' fit against fastpath.fit under JAX, each side in its own process (so that
-    each has its own peak device memory), best of --rounds: epochs/s, training patches/s, and
-    scene pixels/s predicted with patches cut on the host (network.py) against on the device."""
+    """--fastpath: Keras' fit against fastpath.fit (host loop and device scan) under JAX, each side
+    in its own process (so that each has its own peak device memory), best of --rounds: epochs/s,
+    training patches/s, and scene pixels/s predicted with patches cut on the host (network.py)
+    against on the device."""
     if not args.data:
         sys.exit("benchmark.py: --fastpath needs --data")
     best = {}
     for _ in range(args.rounds):
-        for side in ("fit", "fast"):
+        for side in ("fit", "loop", "scan"):
             cmd = [sys.executable, os.path.abspath(__file__), "--one-fastpath", side, "--data", args.data,
                    "--batch-size", str(args.batch_size), "--infer-batch", str(args.infer_batch),
                    "--fast-epochs", str(args.fast_epochs), "--fast-pixels", str(args.fast_pixels),
@@ -277,7 +281,7 @@ def fastpath_compare(args):
             old = best.get(side, r)
             best[side] = {**r, "epoch_seconds": min(r["epoch_seconds"], old["epoch_seconds"]),
                           "predict_pixels_per_s": max(r["predict_pixels_per_s"], old["predict_pixels_per_s"])}
-    fit, fast = best["fit"], best["fast"]
+    fit = best["fit"]
     if fit["platform"] == "cpu":
         lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
         model_name = [line.split(":", 1)[1].strip() for line in lscpu if line.startswith("Model name")]
@@ -291,12 +295,17 @@ def fastpath_compare(args):
     def memory(r):
         return "n/a (the backend reports none)" if r["peak_bytes"] is None else f"{r['peak_bytes'] / 2 ** 30:.2f} GiB"
 
-    for name, r, cut in (("Keras fit", fit, "host"), ("fastpath.fit", fast, "device")):
-        print(f"  {name:13s} train {1 / r['epoch_seconds']:7.2f} epochs/s ({r['train_patches'] / r['epoch_seconds']:8.0f} "
-              f"patches/s; first epoch {r['first_epoch']:.1f} s)   predict, patches cut on the {cut:6s} "
+    names = {"fit": ("Keras fit", "host"), "loop": ("fastpath loop", "device"), "scan": ("fastpath scan", "device")}
+    for side, (name, cut) in names.items():
+        r = best[side]
+        print(f"  {name:13s} train {1 / r['epoch_seconds']:7.2f} epochs/s "
+              f"({r['train_patches'] / r['epoch_seconds']:8.0f} patches/s; first epoch {r['first_epoch']:.1f} s)   predict, patches cut on the {cut:6s} "
               f"{r['predict_pixels_per_s']:8.0f} px/s   peak device memory {memory(r)}")
-    print(f"  fast / fit on {where}: train x{fit['epoch_seconds'] / fast['epoch_seconds']:.2f}, "
-          f"predict x{fast['predict_pixels_per_s'] / fit['predict_pixels_per_s']:.2f}")
+    for side in ("loop", "scan"):
+        fast = best[side]
+        print(f"  fastpath {side} / Keras fit on {where}: train x{fit['epoch_seconds'] / fast['epoch_seconds']:.2f}, "
+              f"predict x{fast['predict_pixels_per_s'] / fit['predict_pixels_per_s']:.2f}")
+    print(f"  (fastpath chooses the {'loop' if fit['platform'] == 'cpu' else 'scan'} on this device)")
 
 
 def main():
@@ -319,7 +328,7 @@ def main():
                         help="time evaluate.py on a run's whole test split (repeatable)")
     parser.add_argument("--eval-precision", choices=["float32", "mixed"], help="with --evaluate: inference precision")
     parser.add_argument("--stand-in", action="store_true", help="label the figures: the data is the synthetic "
-                        "Houston 2013 stand-in of ../shared/data/houston2013/make_proxy.py")
+                        "Houston 2013 stand-in (synthetic.py houston2013)")
     parser.add_argument("--one", choices=list(MODES), help=argparse.SUPPRESS)
     parser.add_argument("--fastpath", action="store_true", help="under JAX: Keras' fit against fastpath.fit "
                         "(epochs/s) and scene prediction with patches cut on the host against on the device "
@@ -330,7 +339,7 @@ def main():
                         "(0: the whole scene)")
     parser.add_argument("--fast-filters", type=int, default=0, help="with --fastpath: filters of the network "
                         "(0: the paper's 64)")
-    parser.add_argument("--one-fastpath", choices=["fit", "fast"], help=argparse.SUPPRESS)
+    parser.add_argument("--one-fastpath", choices=["fit", "loop", "scan"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         return run_one(args)

@@ -223,8 +223,28 @@ def callbacks(config, held_out, max_minutes, monitor, state):
 
 
 def fit(net, data, config, initial_epoch, callback_list):
-    """Epochs initial_epoch..config['epochs'] of the four-rotation batches."""
+    """Epochs initial_epoch..config['epochs'] of the four-rotation batches, epoch e in the order
+    epoch_order(seed, e): under JAX through fastpath.py (one compiled epoch on the device), else
+    through Keras' fit."""
+    verbose = 2 if os.environ.get("CI") else "auto"
+    if keras.backend.backend() == "jax":
+        import fastpath
+        if fastpath.applies(config):
+            return fastpath.fit(net, data, config, initial_epoch, config["epochs"], callback_list, config["seed"],
+                                verbose=verbose)
     batches = RotatedPatches(data, config["batch_size"], config["seed"], epoch=initial_epoch,
                              reconstruction=config["reconstruction"])
-    net.fit(batches, epochs=config["epochs"], initial_epoch=initial_epoch, callbacks=callback_list,
-            shuffle=False, verbose=2 if os.environ.get("CI") else "auto")
+    net.fit(batches, epochs=config["epochs"], initial_epoch=initial_epoch,
+            callbacks=[EpochOrder(batches), *callback_list], shuffle=False, verbose=verbose)
+
+
+class EpochOrder(keras.callbacks.Callback):
+    """Sets the batches' epoch at each epoch's start, before Keras starts reading them: fit also
+    calls the dataset's on_epoch_end once before the first epoch, which would shift the order."""
+
+    def __init__(self, batches):
+        super().__init__()
+        self.batches = batches
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.batches.epoch = epoch

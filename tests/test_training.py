@@ -60,6 +60,24 @@ def test_each_epoch_holds_every_patch_in_its_four_rotations_once():
     np.testing.assert_array_equal(again[0][1]["class"], data[0][1]["class"])  # a function of (seed, epoch)
 
 
+def test_fit_trains_epoch_e_on_the_order_of_epoch_e(monkeypatch):
+    """Keras' fit calls a dataset's on_epoch_end once before the first epoch; the batches must still
+    be those of epoch_order(seed, e) in epoch e (resumed and uninterrupted runs, and the JAX fast
+    path, all follow that order)."""
+    seen = []
+    original = RotatedPatches.__getitem__
+    monkeypatch.setattr(RotatedPatches, "__getitem__", lambda self, i: seen.append((self.epoch, i)) or original(self, i))
+    rng = np.random.default_rng(0)
+    data = {"hsi": rng.uniform(0, 1, (12, 5, 5, 3)).astype("float32"),
+            "aux": rng.uniform(0, 1, (12, 5, 5, 1)).astype("float32"), "label": rng.integers(0, 3, 12)}
+    net = build_model(3, 1, 3, patch_size=5, filters=4, fusion_units=4)
+    config = {**model.DEFAULTS, "epochs": 2, "batch_size": 16, "fast_path": "off"}
+    training.compile_model(net, config)
+    training.fit(net, data, config, 0, [])
+    per_epoch = {e: sorted(i for ee, i in seen if ee == e) for e in {e for e, _ in seen}}
+    assert set(per_epoch) <= {0, 1} and per_epoch[1] == [0, 1, 2], per_epoch  # 48 pairs in batches of 16
+
+
 def test_learning_rate_is_constant_then_decays_exponentially():
     config = dict(lr=6e-5, lr_constant_epochs=20, lr_decay=0.005)
     assert [lr_at(e, config) for e in (0, 19)] == [6e-5, 6e-5]
