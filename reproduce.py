@@ -1,0 +1,613 @@
+"""One command for a paper table: every method over several seeds, each run its own process, then the
+table laid out like the paper's (rows: classes, OA, AA, kappa; columns: methods; mean ± std over seeds).
+
+    python reproduce.py --data data/houston2013.h5 --seeds 5                      # all six methods, seeds 0..4
+    python reproduce.py --data data/demo.h5 --seeds 3,5,7 --methods network,rf --epochs 20 --lr 1e-3
+    python reproduce.py --data data/houston2013.h5 --seeds 5 --gpus 0,1           # one run per GPU at a time
+    python reproduce.py --data data/houston2013.h5 --seeds 5 --print-commands     # for a cluster's job array
+
+Methods (METHODS below): network (the full network), no_coupled, no_self_loop, no_reconstruction (its
+ablations, model.py --coupled/--self_loop/--reconstruction false), svm and rf (baselines.py). Any other
+--NAME VALUE is a hyperparameter of model.py's block and goes to the network runs only; the baselines
+get the data file and the seed.
+
+Each run lives in OUT/<method>/seed<k> (OUT: runs/reproduce-<data file's stem>). Running the same command
+again does only what is left: a finished, evaluated run is kept; a run with fewer epochs is continued
+(model.py --resume); a finished one without current metrics is evaluated; an empty or missing directory
+is started. A run directory made with other settings (or on another data file) is refused, naming each
+difference, before anything runs; the sweep never mixes runs of different settings into one table.
+
+Written into OUT: table.md, table.csv, table.json (accuracies as fractions in JSON, in % in Markdown and
+CSV; kappa a fraction everywhere).
+"""
+import argparse
+import ast
+import csv
+import difflib
+import json
+import os
+import queue
+import shlex
+import subprocess
+import sys
+import threading
+import time
+
+import rundir
+from fileio import replacing, sha256, write_json, write_text
+from metrics import aggregate_metrics
+from patchfile import PatchFile, PatchFileError
+from report import kappa_text, pct, pm
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MODEL, EVALUATE, BASELINES = (os.path.join(HERE, f) for f in ("model.py", "evaluate.py", "baselines.py"))
+
+# The methods of the paper's tables: a network run with these model.py settings, or a baseline.
+METHODS = {
+    "network": dict(kind="network", flags={}, title="the full network (coupled, self-looping, reconstruction)"),
+    "no_coupled": dict(kind="network", flags={"coupled": False}, title="without coupling (--coupled false)"),
+    "no_self_loop": dict(kind="network", flags={"self_loop": False}, title="without self-loop (--self_loop false)"),
+    "no_reconstruction": dict(kind="network", flags={"reconstruction": False},
+                              title="without reconstruction (--reconstruction false)"),
+    "svm": dict(kind="baseline", title="SVM (RBF kernel), baselines.py"),
+    "rf": dict(kind="baseline", title="random forest, baselines.py"),
+}
+# The paper's published OA (%) per scene, keyed by the patch file's `dataset` attribute.
+PAPER_OA = {"houston2013": 93.08, "houston2018": 84.59, "berlin": 73.21}
+PAPER_PROTOCOL = "the authors' protocol: checkpoint selected on the test set"
+SET_BY_SWEEP = {"data": "give it as reproduce.py's own --data", "out": "give it as reproduce.py's own --out",
+                "seed": "the seeds come from --seeds", "resume": "the sweep resumes unfinished runs itself",
+                "overwrite": "the sweep never overwrites a run of other settings; choose another --out"}
+METHOD_FLAGS = sorted({k for m in METHODS.values() for k in m.get("flags", {})})
+
+
+class SweepError(ValueError):
+    """A sweep that cannot be planned, run or tabulated; main turns it into one message."""
+
+
+# ----------------------------------------------------------------------------- model.py's settings
+def model_settings(path=MODEL):
+    """{name: default} of the hyperparameter block at the top of model.py (between its first two
+    '# ----' lines), read as text: model.py is a script and is not imported."""
+    with open(path) as f:
+        lines = f.read().splitlines()
+    marks = [i for i, line in enumerate(lines) if line.startswith("# ----")]
+    if len(marks) < 2:
+        raise SweepError(f"{path}: no hyperparameter block between two '# ----' lines")
+    settings = {}
+    for node in ast.parse("\n".join(lines[marks[0] + 1:marks[1]])).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            value = ast.literal_eval(node.value)
+            if type(value) in (str, int, float, bool):
+                settings[node.targets[0].id] = value
+    return settings
+
+
+def parse_bool(text):
+    """model.py's reading of a true/false flag."""
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
+def typed(name, text, default):
+    """A flag's text as the type of its default in model.py's block (bool, int, float or str)."""
+    try:
+        if isinstance(default, bool):
+            return parse_bool(text)
+        return type(default)(text)
+    except ValueError:
+        raise SweepError(f"--{name} {text}: expected {type(default).__name__} (model.py's default is "
+                         f"{default!r})") from None
+
+
+def parse_overrides(tokens, settings):
+    """The --NAME VALUE (or --NAME=VALUE) flags meant for model.py: {name: (text, typed value)}.
+    Unknown names, flags the sweep sets itself and repeated flags are refused."""
+    out = {}
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        if not token.startswith("--") or len(token) < 3:
+            raise SweepError(f"unexpected argument {token!r}: hyperparameters are given as --NAME VALUE")
+        name, eq, text = token[2:].partition("=")
+        name = name.replace("-", "_")
+        if name not in settings:
+            passable = sorted(set(settings) - set(SET_BY_SWEEP) - set(METHOD_FLAGS))
+            own = ["data", "seeds", "methods", "out", "gpus", "print-commands"]
+            close = difflib.get_close_matches(name, passable + own + list(SET_BY_SWEEP), n=1)
+            raise SweepError(f"unknown flag --{name}{f' (did you mean --{close[0]}?)' if close else ''}: neither "
+                             f"reproduce.py's ({', '.join('--' + o for o in own)}) nor a hyperparameter of "
+                             f"model.py ({', '.join(passable)})")
+        if name in SET_BY_SWEEP:
+            raise SweepError(f"--{name} is not passed on: {SET_BY_SWEEP[name]}")
+        if name in METHOD_FLAGS:
+            raise SweepError(f"--{name} is set by the methods (no_coupled, no_self_loop, no_reconstruction); "
+                             f"choose them with --methods")
+        if name in out:
+            raise SweepError(f"--{name} is given twice")
+        if eq:
+            i += 1
+        elif i + 1 < len(tokens) and not tokens[i + 1].startswith("--"):
+            text, i = tokens[i + 1], i + 2
+        elif isinstance(settings[name], bool):
+            text, i = "true", i + 1  # --trace_test alone
+        else:
+            raise SweepError(f"--{name} needs a value")
+        value = typed(name, text, settings[name])
+        if name == "select" and value not in rundir.PROTOCOLS:
+            raise SweepError(f"--select {value}: choose one of {', '.join(rundir.PROTOCOLS)}")
+        if name == "epochs" and value < 1:
+            raise SweepError(f"--epochs must be at least 1, got {value}")
+        out[name] = (text, value)
+    return out
+
+
+# ----------------------------------------------------------------------------- methods, seeds, GPUs
+def parse_methods(items):
+    """'network,rf' or several words; unknown or repeated methods refused. Default: all, in METHODS' order."""
+    if not items:
+        return list(METHODS)
+    names = [n.strip() for item in items for n in item.split(",") if n.strip()]
+    unknown = [n for n in names if n not in METHODS]
+    if unknown:
+        raise SweepError(f"unknown method{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
+                         f"known: {', '.join(METHODS)}")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise SweepError(f"method given twice: {', '.join(twice)}")
+    if not names:
+        raise SweepError(f"--methods names none; known: {', '.join(METHODS)}")
+    return names
+
+
+def parse_seeds(text):
+    """'5' means seeds 0..4; '3,5,7' (or '7,') those seeds. A seed given twice is refused."""
+    text = text.strip()
+    try:
+        if "," not in text:
+            n = int(text)
+            if n < 1:
+                raise SweepError(f"--seeds {text}: at least one seed (N means seeds 0..N-1)")
+            return list(range(n))
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise SweepError(f"--seeds {text}: a count N (seeds 0..N-1) or a comma list of seeds such as 3,5,7") from None
+    if not seeds or any(s < 0 for s in seeds):
+        raise SweepError(f"--seeds {text}: seeds are whole numbers >= 0")
+    twice = sorted({s for s in seeds if seeds.count(s) > 1})
+    if twice:
+        raise SweepError(f"--seeds {text}: seed {', '.join(map(str, twice))} given twice")
+    return seeds
+
+
+def parse_gpus(text):
+    if text is None:
+        return None
+    gpus = [g.strip() for g in text.split(",") if g.strip()]
+    if not gpus:
+        raise SweepError(f"--gpus {text!r}: name the GPUs, e.g. --gpus 0,1")
+    twice = sorted({g for g in gpus if gpus.count(g) > 1})
+    if twice:
+        raise SweepError(f"--gpus {text}: GPU {', '.join(twice)} given twice")
+    return gpus
+
+
+# ----------------------------------------------------------------------------- the data file
+def check_data(path, methods, select):
+    """(info, splits, sha256) of the patch file, refusing one without the splits the methods need."""
+    if not os.path.isfile(path):
+        raise SweepError(f"{path}: no such data file (make it with DataPrepare.py)")
+    try:
+        with PatchFile(path) as pf:
+            info, labelled, splits, split = pf.info(), pf.labelled, pf.splits, pf.attrs.get("split")
+    except PatchFileError as e:
+        raise SweepError(str(e)) from None
+    if not labelled:
+        raise SweepError(f"{path} has no labels (a scene prepared with DataPrepare.py --like): nothing to train "
+                         f"or score; give a labelled patch file")
+    needed = {"train", "test"}
+    if any(METHODS[m]["kind"] == "network" for m in methods) and rundir.HELD_OUT.get(select):
+        needed.add(rundir.HELD_OUT[select])
+    missing = sorted(needed - set(splits))
+    if missing:
+        hint = " (--select val monitors it: carve one with DataPrepare.py --val-fraction 0.1)" if "val" in missing else ""
+        raise SweepError(f"{path} has no {' / '.join(missing)} split{hint}; it has {', '.join(splits) or 'none'}")
+    return dict(info, split=split), sha256(path)
+
+
+# ----------------------------------------------------------------------------- the runs
+class Run:
+    """One method and seed: its directory, what is left to do (action) and the commands that do it."""
+
+    def __init__(self, method, seed, path):
+        self.method, self.seed, self.path = method, seed, path
+        self.action, self.commands = None, []
+
+    @property
+    def label(self):
+        return f"{self.method} seed {self.seed}"
+
+
+def wanted_settings(method, seed, settings, overrides):
+    """The full model.py configuration a network run of this method and seed must have been made with."""
+    return {**settings, **{k: v for k, (_, v) in overrides.items()}, **METHODS[method].get("flags", {}), "seed": seed}
+
+
+def run_differences(config, run, wanted, epochs, data_sha):
+    """'name: the run has X, wanted Y' for each setting the run directory was made with otherwise."""
+    kind = METHODS[run.method]["kind"]
+    diffs = []
+    if config.get("data_sha256") != data_sha:
+        diffs.append(f"data: the run was made on {config.get('data')} (sha256 {str(config.get('data_sha256'))[:16]}...), "
+                     f"wanted sha256 {data_sha[:16]}...")
+    if kind == "baseline":
+        if not rundir.is_baseline(config):
+            return diffs + [f"method: the run is a network run, wanted the {run.method} baseline"]
+        diffs += [f"{k}: the run has {config.get(k)!r}, wanted {v!r}" for k, v in
+                  (("method", run.method), ("seed", run.seed)) if config.get(k) != v]
+        return diffs
+    if rundir.is_baseline(config):
+        return diffs + [f"method: the run is a {config['method']} baseline, wanted a network run ({run.method})"]
+    diffs += rundir.differences(config, {k: v for k, v in wanted.items() if k != "epochs"})
+    if not isinstance(config.get("epochs"), int) or config["epochs"] > epochs:
+        diffs.append(f"epochs: the run has {config.get('epochs')!r}, wanted {epochs} (a sweep continues a run "
+                     f"to more epochs, never cuts one short)")
+    return diffs
+
+
+def assess(run, wanted, epochs, data_sha):
+    """Set run.action: 'done', 'new', 'restart' (made, but killed before its first epoch), 'resume',
+    'evaluate'; baselines 'done', 'new' or 'restart'. Raises SweepError for a directory that is not
+    a run of these settings."""
+    path = run.path
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise SweepError(f"{path} is a file, not a run directory")
+    if not os.path.isdir(path) or not os.listdir(path):
+        run.action = "new"
+        return run
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        raise SweepError(f"{path} holds files but no config.json: not a run directory; move it away")
+    try:
+        config = rundir.read_config(path)
+    except (rundir.RunError, ValueError) as e:
+        raise SweepError(f"{path}: unreadable config.json ({e})") from None
+    diffs = run_differences(config, run, wanted, epochs, data_sha)
+    if diffs:
+        raise SweepError(f"{path} was made with other settings: " + "; ".join(diffs))
+    metrics = read_metrics(path)
+    if METHODS[run.method]["kind"] == "baseline":
+        run.action = "done" if metrics and metrics.get("data_sha256") == data_sha else "restart"
+        return run
+    state = rundir.read_state(path)
+    done = state.get("epochs_done", 0)
+    if not done or not os.path.isfile(rundir.checkpoint_path(path, "final")):
+        run.action = "restart"
+    elif done > epochs:
+        raise SweepError(f"{path} was made with other settings: epochs: the run has done {done}, wanted {epochs}")
+    elif done < epochs:
+        run.action = "resume"
+    else:
+        try:
+            _, checkpoint, _ = rundir.choose_checkpoint(path, config, state)
+        except rundir.RunError as e:
+            raise SweepError(str(e)) from None
+        current = (metrics and metrics.get("checkpoint_sha256") == rundir.checkpoint_sha256(path, checkpoint)
+                   and metrics.get("data_sha256") == data_sha)
+        run.action = "done" if current else "evaluate"
+    return run
+
+
+def read_metrics(path):
+    file = os.path.join(path, "metrics.json")
+    if not os.path.isfile(file):
+        return None
+    try:
+        with open(file) as f:
+            return json.load(f)
+    except ValueError:
+        return None  # a damaged file is made again
+
+
+def commands(run, data, overrides, epochs):
+    """The argv lists (script paths absolute, run with sys.executable) that do what run.action says."""
+    py = sys.executable
+    if run.action == "done":
+        return []
+    if METHODS[run.method]["kind"] == "baseline":
+        return [[py, BASELINES, "--data", data, "--method", run.method, "--seed", str(run.seed), "--out", run.path,
+                 "--no-map", *(["--overwrite"] if run.action == "restart" else [])]]
+    evaluate = [py, EVALUATE, "--run", run.path]
+    if run.action == "evaluate":
+        return [evaluate]
+    job = [f"--max_minutes={overrides['max_minutes'][0]}"] if "max_minutes" in overrides else []
+    if run.action == "resume":
+        return [[py, MODEL, "--resume", run.path, "--epochs", str(epochs), *job], evaluate]
+    flags = [a for k, v in METHODS[run.method].get("flags", {}).items() for a in (f"--{k}", str(v).lower())]
+    passed = [a for k, (text, _) in overrides.items() for a in (f"--{k}", text)]
+    return [[py, MODEL, "--data", data, "--out", run.path, "--seed", str(run.seed), *flags, *passed,
+             *(["--overwrite"] if run.action == "restart" else [])], evaluate]
+
+
+def plan(data, out, methods, seeds, settings, overrides, data_sha):
+    """Every run of the sweep, assessed; one SweepError naming every run directory that is refused."""
+    epochs = overrides["epochs"][1] if "epochs" in overrides else settings["epochs"]
+    runs, refused = [], []
+    for method in methods:
+        for seed in seeds:
+            run = Run(method, seed, os.path.join(out, method, f"seed{seed}"))
+            try:
+                assess(run, wanted_settings(method, seed, settings, overrides), epochs, data_sha)
+            except SweepError as e:
+                refused.append(str(e))
+                continue
+            run.commands = commands(run, data, overrides, epochs)
+            runs.append(run)
+    if refused:
+        raise SweepError(f"{len(refused)} run director{'y is' if len(refused) == 1 else 'ies are'} refused, "
+                         f"nothing was run:\n  " + "\n  ".join(refused))
+    return runs
+
+
+def shell_line(run):
+    """One complete shell command doing a run (and its evaluation), for a job array."""
+    def show(argv):
+        script = argv[1]
+        shown = os.path.basename(script) if os.path.abspath(os.getcwd()) == HERE else script
+        return shlex.join(["python", shown, *argv[2:]])
+    return f"cd {shlex.quote(os.getcwd())} && " + " && ".join(show(c) for c in run.commands)
+
+
+# ----------------------------------------------------------------------------- running
+ACTIONS = {"new": "start", "restart": "start again (killed before its first epoch)", "resume": "continue",
+           "evaluate": "evaluate (trained, not evaluated)"}
+
+
+def stream(cmd, env, label, say):
+    """Run one child, its stdout and stderr streamed line by line with the run's label; its exit status."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, bufsize=0)
+    pending = b""
+    try:
+        while True:
+            chunk = proc.stdout.read(65536)
+            if not chunk:
+                break
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines:  # a progress bar's \r updates: keep what a terminal would show last
+                text = line.rstrip(b"\r").split(b"\r")[-1].decode(errors="replace")
+                say(f"[{label}] {text}")
+        if pending.strip():
+            say(f"[{label}] " + pending.split(b"\r")[-1].decode(errors="replace"))
+    finally:
+        proc.stdout.close()
+        rc = proc.wait()
+    return rc
+
+
+def execute(runs, gpus=None):
+    """Do the runs' commands: one after another, or with gpus one run per GPU at a time (a worker
+    thread per GPU, CUDA_VISIBLE_DEVICES set for its children). After a failure no new run starts;
+    raises SweepError naming the failed runs."""
+    lock = threading.Lock()
+
+    def say(text):
+        with lock:
+            print(text, flush=True)
+
+    todo = queue.Queue()
+    for i, run in enumerate(runs, 1):
+        todo.put((i, run))
+    failed, stop = [], threading.Event()
+
+    def worker(gpu):
+        while not stop.is_set():
+            try:
+                i, run = todo.get_nowait()
+            except queue.Empty:
+                return
+            env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+            if gpu is not None:
+                env["CUDA_VISIBLE_DEVICES"] = gpu
+            label = f"{i}/{len(runs)} {run.method} seed{run.seed}"
+            say(f"=== run {i} of {len(runs)}: {run.label}: {ACTIONS[run.action]} in {run.path}"
+                f"{f' on GPU {gpu}' if gpu is not None else ''}")
+            t0 = time.time()
+            for cmd in run.commands:
+                say(f"[{label}] $ {shlex.join(cmd)}")
+                try:
+                    rc = stream(cmd, env, label, say)
+                except OSError as e:
+                    rc = f"could not start ({e})"
+                if rc:
+                    failed.append(f"{run.label} ({run.path}): {os.path.basename(cmd[1])} exited with {rc}")
+                    stop.set()
+                    say(f"=== run {i} of {len(runs)}: {run.label} FAILED; no further run is started")
+                    break
+            else:
+                say(f"=== run {i} of {len(runs)}: {run.label} done in {time.time() - t0:.0f} s")
+
+    threads = [threading.Thread(target=worker, args=(g,), daemon=True) for g in (gpus or [None])]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if failed:
+        raise SweepError("failed: " + "; ".join(failed) + " (see its output above; fix it, then run the same "
+                         "command again: finished runs are kept)")
+
+
+# ----------------------------------------------------------------------------- the table
+def build_table(runs, methods, seeds, info, data, data_sha, overrides, settings):
+    """table.json's content: per method aggregate_metrics over its seeds' metrics.json (one call per
+    method), and the paper-like rows; accuracies as fractions."""
+    aggs = {}
+    for method in methods:
+        mine = [r for r in runs if r.method == method]
+        ms = [read_metrics(r.path) for r in mine]
+        missing = [r.path for r, m in zip(mine, ms) if m is None]
+        if missing:
+            raise SweepError(f"no metrics.json in {', '.join(missing)}")
+        try:
+            aggs[method] = aggregate_metrics(ms, [r.path for r in mine])
+        except ValueError as e:
+            raise SweepError(f"{method}: {e}") from None
+    first = aggs[methods[0]]
+    synthetic = any(a["synthetic"] for a in aggs.values()) or info["synthetic"]
+    names = [c["name"] for c in first["per_class"]]
+    for method, agg in aggs.items():
+        if [c["name"] for c in agg["per_class"]] != names or agg["n_test"] != first["n_test"]:
+            raise SweepError(f"{method}'s runs were scored on other classes or test pixels than {methods[0]}'s")
+    cell = lambda s: {k: s[k] for k in ("mean", "std", "n")}  # noqa: E731
+    rows = [dict(row=f"{i + 1} {name}", kind="class", unit="%",
+                 values={m: cell(aggs[m]["per_class"][i]["producer_accuracy"]) for m in methods})
+            for i, name in enumerate(names)]
+    rows += [dict(row=k, kind="overall", unit="%" if k != "kappa" else "fraction",
+                  values={m: cell(aggs[m][k]) for m in methods}) for k in ("OA", "AA", "kappa")]
+    rows.append(dict(row="leak-free OA", kind="leak-free", unit="%",
+                     values={m: cell(aggs[m]["leak_free"]["OA"]) for m in methods}))
+    paper = PAPER_OA.get(info["dataset"])
+    network = {k: text for k, (text, _) in overrides.items()}
+    select = overrides["select"][1] if "select" in overrides else settings["select"]
+    title = (f"{first['dataset_label']}: per-class accuracy, OA, AA and kappa of {len(methods)} method"
+             f"{'s' if len(methods) > 1 else ''} over {len(seeds)} seed{'s' if len(seeds) > 1 else ''}")
+    if synthetic and "SYNTHETIC" not in title:
+        title = f"SYNTHETIC data: {title}"
+    return dict(
+        title=title, dataset=info["dataset"], dataset_label=first["dataset_label"], synthetic=synthetic,
+        data=os.path.basename(data), data_path=os.path.abspath(data), data_sha256=data_sha,
+        normalisation=first["normalisation"], split=first["split"], n_test=first["n_test"],
+        seeds=list(seeds), n_seeds=len(seeds),
+        std="sample standard deviation over seeds (ddof=1); null for a single seed",
+        units="accuracies as fractions (0..1), kappa as a fraction",
+        methods=[dict(method=m, title=METHODS[m]["title"], kind=METHODS[m]["kind"], protocol=aggs[m]["protocol"],
+                      model_flags={k: v for k, v in METHODS[m].get("flags", {}).items()},
+                      runs=aggs[m]["runs"], n_runs=aggs[m]["n_runs"]) for m in methods],
+        network_settings=network, network_select=select,
+        paper=dict(dataset=info["dataset"], OA_percent=paper, protocol=PAPER_PROTOCOL,
+                   note="published by Pande & Banerjee 2023 with the checkpoint chosen on the test set; "
+                        "for context, not a like-for-like comparison unless the runs used --select authors"),
+        rows=rows, aggregates=aggs, written=rundir.now())
+
+
+def cell_text(s, unit):
+    return pm(s, kappa=unit == "fraction")
+
+
+def table_markdown(t):
+    methods = [m["method"] for m in t["methods"]]
+    paper = t["paper"]
+    paper_line = (f"the paper's published OA on {paper['dataset']}: **{paper['OA_percent']:.2f} %**, "
+                  f"{paper['protocol']} (optimistic; for context only)" if paper["OA_percent"] is not None else
+                  f"the paper publishes no OA for '{paper['dataset']}' (it does for "
+                  f"{', '.join(f'{k} {v:.2f} %' for k, v in PAPER_OA.items())}, {paper['protocol']})")
+    protocols = {}
+    for m in t["methods"]:
+        protocols.setdefault(m["protocol"], []).append(m["method"])
+    passed = " ".join(f"--{k} {shlex.quote(v)}" for k, v in t["network_settings"].items()) or "none (model.py's defaults)"
+    lines = [f"# {t['title']}", "",
+             f"- data: {t['data']} (`{t['data_path']}`), sha256 {t['data_sha256']}",
+             f"- normalisation: {t['normalisation']}",
+             f"- split: {'; '.join(t['split'])}; {t['n_test']} test pixels",
+             *[f"- protocol of {', '.join(ms)}: {p}" for p, ms in protocols.items()],
+             f"- seeds: {t['n_seeds']} ({', '.join(map(str, t['seeds']))}); each cell is the mean ± sample "
+             f"standard deviation (ddof=1) over the seeds; accuracies in %, kappa as a fraction",
+             f"- network settings passed to model.py: {passed}",
+             f"- {paper_line}", "",
+             "Methods: " + "; ".join(f"`{m['method']}`: {m['title']}" for m in t["methods"]) + ".", "",
+             "| Class | " + " | ".join(methods) + " |", "|:---|" + "---:|" * len(methods)]
+    for row in t["rows"]:
+        label = {"OA": "**OA (%)**", "AA": "**AA (%)**", "kappa": "**Kappa**",
+                 "leak-free OA": "Leak-free OA (%)"}.get(row["row"], row["row"])
+        lines.append(f"| {label} | " + " | ".join(cell_text(row["values"][m], row["unit"]) for m in methods) + " |")
+    if paper["OA_percent"] is not None:
+        beside = "network" if "network" in methods else methods[0]  # the paper's figure is the full network's
+        lines.append(f"| Published OA (%), {paper['protocol']} | " +
+                     " | ".join(f"{paper['OA_percent']:.2f}" if m == beside else "" for m in methods) + " |")
+    lines += ["", f"Leak-free OA: OA on the {t['aggregates'][methods[0]]['leak_free']['definition']}.", ""]
+    return "\n".join(lines)
+
+
+def write_table(out, t):
+    """table.md, table.csv (percent, 4 decimals; kappa a fraction) and table.json; returns the paths."""
+    paths = [os.path.join(out, f"table.{ext}") for ext in ("md", "csv", "json")]
+    write_text(paths[0], table_markdown(t))
+    methods = [m["method"] for m in t["methods"]]
+    with replacing(paths[1]) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["row", "unit", *[f"{m} {s}" for m in methods for s in ("mean", "std")]])
+        for row in t["rows"]:
+            scale = 100 if row["unit"] == "%" else 1
+            w.writerow([row["row"], row["unit"], *[
+                "" if row["values"][m][s] is None or row["values"][m][s] != row["values"][m][s]
+                else f"{scale * row['values'][m][s]:.4f}" for m in methods for s in ("mean", "std")]])
+    write_json(paths[2], t)
+    return paths
+
+
+# ----------------------------------------------------------------------------- the sweep
+def build_parser():
+    p = argparse.ArgumentParser(
+        prog="reproduce.py", allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=__doc__.split("\n\n")[0],
+        epilog="Any other --NAME VALUE is a hyperparameter of model.py (its block of settings at the top) and "
+               "goes to the network runs, e.g. --epochs 20 --precision mixed --ema 0.999 --lr 1e-3.")
+    p.add_argument("--data", required=True, metavar="FILE.h5", help="patch file written by DataPrepare.py")
+    p.add_argument("--seeds", required=True, metavar="N|S1,S2,...",
+                   help="N: seeds 0..N-1; or a comma list of seeds, e.g. 3,5,7")
+    p.add_argument("--methods", nargs="+", metavar="M", help=f"comma list (default all): {', '.join(METHODS)}")
+    p.add_argument("--out", metavar="DIR", help="sweep folder (default runs/reproduce-<data file's stem>)")
+    p.add_argument("--gpus", metavar="0,1", help="run one run per GPU at a time (CUDA_VISIBLE_DEVICES per run)")
+    p.add_argument("--print-commands", "--print_commands", action="store_true",
+                   help="print the remaining runs' shell commands, one per line, and run nothing")
+    return p
+
+
+def sweep(argv):
+    """Plan, run and tabulate; returns the table (None with --print-commands). Raises SweepError."""
+    args, extra = build_parser().parse_known_args(argv)
+    methods = parse_methods(args.methods)
+    seeds = parse_seeds(args.seeds)
+    gpus = parse_gpus(args.gpus)
+    settings = model_settings()
+    overrides = parse_overrides(extra, settings)
+    select = overrides["select"][1] if "select" in overrides else settings["select"]
+    info, data_sha = check_data(args.data, methods, select)
+    out = args.out or os.path.join("runs", f"reproduce-{os.path.splitext(os.path.basename(args.data))[0]}")
+    runs = plan(args.data, out, methods, seeds, settings, overrides, data_sha)
+    todo = [r for r in runs if r.action != "done"]
+    if args.print_commands:
+        for run in todo:
+            print(shell_line(run))
+        if not todo:
+            print(f"nothing left to do: all {len(runs)} runs in {out} are done", file=sys.stderr)
+        return None
+    print(f"{info['dataset']}{' (SYNTHETIC)' if info['synthetic'] else ''}: {len(methods)} method(s) x "
+          f"{len(seeds)} seed(s) = {len(runs)} runs in {out}; {len(runs) - len(todo)} done, {len(todo)} to do"
+          f"{f' on GPUs {args.gpus}' if gpus and todo else ''}", flush=True)
+    if todo:
+        execute(todo, gpus)
+        runs = plan(args.data, out, methods, seeds, settings, overrides, data_sha)  # what the jobs left
+        left = [r for r in runs if r.action != "done"]
+        if left:
+            listing = "; ".join(f"{r.path}: left to {ACTIONS[r.action]}" for r in left)
+            raise SweepError(f"{len(left)} run(s) not finished ({listing}; stopped by --max_minutes?): run the same "
+                             f"command again to go on; no table written")
+    table = build_table(runs, methods, seeds, info, args.data, data_sha, overrides, settings)
+    paths = write_table(out, table)
+    print(table_markdown(table))
+    print("wrote " + ", ".join(paths))
+    return table
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        return sweep(argv)
+    except SweepError as e:
+        sys.exit(f"reproduce.py: error: {e}")
+
+
+if __name__ == "__main__":
+    main()
