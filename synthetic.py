@@ -5,13 +5,12 @@ says so.
 - make_dcmnet: noise shaped like a scene (class regions, a ground truth, a split) in the layout of
   DCMNet's public copies (oucailab/DCMNet: Houston2018/, Berlin/, Augsburg/), at any size: small
   ones for the tests, the real sizes for benchmark.py.
-- make_houston2013: a full-size Houston 2013 stand-in built from the real public pieces in
-  ../shared/data/houston2013 (the maps, the training pixels' spectra, the labelled pixels' LiDAR),
+- make_houston2013: a full-size Houston 2013 stand-in built from the real public pieces (the maps, the training pixels' spectra, the labelled pixels' LiDAR),
   written as the authors' single file houston2013.mat with a `synthetic_stand_in` note, so that
   DataPrepare.py marks the patch file synthetic.
 
     python synthetic.py berlin /tmp/synthetic          # writes /tmp/synthetic/Berlin/berlin_*.mat
-    python synthetic.py houston2013 /tmp/h13 --pieces ../shared/data/houston2013   # /tmp/h13/houston2013.mat
+    python synthetic.py houston2013 /tmp/h13 --pieces PIECES_DIR   # /tmp/h13/houston2013.mat
 """
 import argparse
 import os
@@ -220,11 +219,11 @@ def houston_pieces(folder):
     names = [name for name, _, _ in HOUSTON_PIECES.values()]
     if not os.path.isdir(folder):
         raise DataError(f"{folder}: no such folder; the Houston 2013 stand-in is built from the real pieces "
-                        f"{', '.join(names)} in one folder (see ../shared/data/README.md)")
+                        f"{', '.join(names)} in one folder (see data/README.md)")
     missing = [name for name in names if not os.path.isfile(os.path.join(folder, name))]
     if missing:
         raise DataError(f"{folder}: {', '.join(missing)} missing; the Houston 2013 stand-in is built from the "
-                        f"real pieces {', '.join(names)} (see ../shared/data/README.md)")
+                        f"real pieces {', '.join(names)} (see data/README.md)")
     maps = {}
     for role in ("train", "test"):
         name, key, what = HOUSTON_PIECES[role]
@@ -373,7 +372,7 @@ def main(argv=None):
     parser.add_argument("parent", help="folder under which the scene's own folder (Berlin/, ...) is written; "
                                        "houston2013: the folder that gets houston2013.mat")
     parser.add_argument("--pieces", metavar="DIR", help="houston2013: the folder of the real pieces "
-                                                        "(../shared/data/houston2013)")
+                                                        "(see data/README.md)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if (args.name == "houston2013") != (args.pieces is not None):
