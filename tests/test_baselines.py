@@ -10,7 +10,8 @@ import evaluate
 from patchfile import PatchFile
 
 RUN_FILES = ["config.json", "metrics.json", "metrics.md", "confusion_matrix.csv", "confusion_matrix.png",
-             "leakage.png", "predictions.npy", "map.npy", "map.png", "ground_truth_train.png", "ground_truth_test.png"]
+             "leakage.png", "predictions.npy", "map.npy", "map.png", "map.tif", "ground_truth_train.png",
+             "ground_truth_test.png"]
 
 
 @pytest.fixture(scope="module")
@@ -26,6 +27,9 @@ def runs(demo_h5, tmp_path_factory):
 def test_baselines_beat_chance_by_far_and_write_a_complete_run(runs, demo_h5, method):
     run = runs / method
     assert sorted(p.name for p in run.iterdir()) == sorted(RUN_FILES)
+    import rasterio
+    with rasterio.open(run / "map.tif") as ds:  # the baselines' maps are GeoTIFFs too
+        np.testing.assert_array_equal(ds.read(1), np.load(run / "map.npy"))
     m = json.loads((run / "metrics.json").read_text())
     assert m["OA"] > 0.8 and m["AA"] > 0.8  # chance is 1/6 on the demo scene
     with PatchFile(demo_h5) as pf:
