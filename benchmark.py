@@ -326,7 +326,7 @@ def main():
                              "'muufl=data/muufl --train-per-class 100' with more DataPrepare flags")
     parser.add_argument("--evaluate", action="append", metavar="RUN_DIR", default=[],
                         help="time evaluate.py on a run's whole test split (repeatable)")
-    parser.add_argument("--eval-precision", choices=["float32", "mixed"], help="with --evaluate: inference precision")
+    parser.add_argument("--eval-precision", choices=list(network.PRECISIONS), help="with --evaluate: inference precision")
     parser.add_argument("--stand-in", action="store_true", help="label the figures: the data is the synthetic "
                         "Houston 2013 stand-in (synthetic.py houston2013)")
     parser.add_argument("--one", choices=list(MODES), help=argparse.SUPPRESS)
