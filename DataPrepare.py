@@ -58,59 +58,12 @@ import geo
 import patchfile
 from datasets import PRESETS, layout_help, load_scene
 from fileio import sha256
-from readers import DataError, as_channels, as_label_map, warn
-from splits import check_maps, check_sizes, make_splits, maps_from_index, split_blocks, split_ground_truth
+from readers import DataError, as_channels, as_label_map
+from normalise import NORMALISATIONS, Normalised, band_range
+from splits import BLOCK_SIZE, block_maps, check_maps, check_sizes, make_splits, maps_from_index, split_ground_truth
 
 
-NORMALISATIONS = {
-    "scene": "min-max per band over the whole scene (authors' protocol)",
-    "train": "min-max per band over the training pixels only, other pixels clipped to [0, 1]",
-}
 SPLIT_METHODS = ("random", "blocks")
-BLOCK_SIZE = 32  # --split blocks' default block side, in pixels
-
-
-# -----------------------------------------------------------------------------
-# Normalising
-
-class Normalised:
-    """Rows of a raw (H, W, B) array, min-max normalised per band as they are asked for
-    (rows[a:b] -> float32), so that no normalised copy of the whole scene is ever made."""
-
-    def __init__(self, raw, lo, hi, clip, where, name, over="the scene"):
-        self.raw, self.shape, self.clip = raw, raw.shape, clip
-        work = np.result_type(raw.dtype, np.float32)  # float64 data is offset in float64, then stored as float32
-        self.lo = lo.astype(work)
-        self.span = (hi.astype(work) - self.lo).astype(np.float32)
-        for band in np.flatnonzero(self.span == 0):
-            warn(f"{name} band {band} of {where} is constant over {over} ({self.lo[band]}); it becomes 0 there")
-        self.span[self.span == 0] = 1  # a constant band gives (x - lo) / 1 = 0, no division by zero
-
-    def __getitem__(self, rows):
-        block = self.raw[rows]
-        out = np.empty(block.shape, np.float32)
-        for j in range(0, block.shape[1], 64):  # column blocks keep a column-major transpose in cache
-            np.subtract(block[:, j:j + 64], self.lo, out=out[:, j:j + 64], casting="same_kind")
-        out /= self.span  # division, not multiplication, so that the maximum becomes exactly 1
-        if self.clip:
-            np.clip(out, 0, 1, out=out)
-        return out
-
-
-def band_range(x, where, name, pixels=None):
-    """Per-band min and max over the scene, or over the (row, col) pixels given (--normalise train).
-    Refuses NaN/Inf anywhere in the scene: they would poison the normalisation."""
-    lo, hi = x.min(axis=(0, 1)), x.max(axis=(0, 1))  # NaN propagates, Inf shows as a bound
-    bad = ~(np.isfinite(lo) & np.isfinite(hi))
-    if bad.any():
-        b = int(np.flatnonzero(bad)[0])
-        n = int((~np.isfinite(x[..., b])).sum())
-        raise DataError(f"{where} shape {x.shape}: {name} band {b} holds {n} NaN/Inf value(s) "
-                        f"({int(bad.sum())} band(s) affected); fill or mask them first")
-    if pixels is None:
-        return lo, hi
-    values = x[pixels[:, 0], pixels[:, 1]]
-    return values.min(axis=0), values.max(axis=0)
 
 
 def resolve_classes(names, palette, n_classes, dataset, where):
@@ -245,44 +198,6 @@ def scene_maps(scene, class_names, train_per_class, train_fraction, seed, split=
     return (train, test, f"{gt_where} (training part)", f"{gt_where} (test part)",
             f"drawn: {rule} for training, the rest for testing, stratified, seed {seed}",
             dict(split_method="random", block_size=0, buffer_px=0))
-
-
-def block_maps(scene, class_names, train_per_class, train_fraction, seed, block_size, patch_size):
-    """--split blocks: the spatially disjoint split (splits.split_blocks) of the scene's one ground
-    truth, or of the union of the train and test maps (or index arrays) it is distributed with."""
-    if "gt" in scene and "train_index" not in scene:
-        gt, gt_where = scene["gt"]
-        gt, union = as_label_map(gt, gt_where), False
-    else:
-        if "train" in scene:
-            (train, train_where), (test, test_where) = scene["train"], scene["test"]
-            train, test = as_label_map(train, train_where), as_label_map(test, test_where)
-        else:
-            gt, where = scene["gt"]
-            train, test = maps_from_index(as_label_map(gt, where), where, scene["train_index"], scene["test_index"])
-            train_where, test_where = scene["train_index"][1], scene["test_index"][1]
-        if train.shape != test.shape:
-            raise DataError(f"height/width differ between the inputs: {train_where} shape {train.shape}; "
-                            f"{test_where} shape {test.shape}")
-        check_maps(train, test, train_where, test_where)  # no overlap: the union is well defined
-        gt, gt_where, union = np.maximum(train, test), f"the union of {train_where} and {test_where}", True
-    block_size = BLOCK_SIZE if block_size is None else block_size
-    train, test, info = split_blocks(gt, gt_where, class_names, block_size, patch_size, train_per_class,
-                                     train_fraction, seed)
-    r = patch_size // 2
-    rule = (f"{train_per_class} training pixels per class" if train_per_class
-            else f"round({train_fraction} x n) training pixels of each class of n (at least 1)")
-    text = (f"drawn: spatially disjoint blocks: the scene tiled into {block_size} x {block_size} pixel blocks from "
-            f"its top-left corner, whole blocks to training or to testing ({info['train_blocks']} and "
-            f"{info['test_blocks']} of the {info['blocks']} holding labelled pixels), stratified by class as far as "
-            f"the scene allows, aiming at {rule} (training blocks' pixels above the target left out: {info['left_out_train']}), seed {seed}; "
-            f"buffer: test pixels within Chebyshev distance {2 * r} (2r, r = P // 2 = {r}) of a training pixel "
-            f"dropped ({info['dropped_test']} of them), so no test patch shares a pixel with a training patch")
-    if union:
-        text += ("; drawn from the UNION of the train and test maps the scene is distributed with: NOT the paper's "
-                 "split, accuracies are not comparable with the paper's")
-    attrs = dict(split_method="blocks", block_size=block_size, buffer_px=2 * r, split_from_union=union)
-    return train, test, f"{gt_where} (training blocks)", f"{gt_where} (test blocks)", text, attrs
 
 
 def modalities(scene, dataset, keep_all_channels):

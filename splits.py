@@ -9,7 +9,7 @@ distances are patchfile.chebyshev_distance, the leakage report's.
 import numpy as np
 
 from patchfile import chebyshev_distance
-from readers import DataError, as_coords, warn
+from readers import DataError, as_coords, as_label_map, warn
 
 
 def make_splits(train, test, val_fraction, seed):
@@ -223,3 +223,44 @@ def split_blocks(gt, where, class_names, block_size, patch_size, per_class=None,
                 test_blocks=int((labelled_blocks & ~assigned).sum()), targets=target.tolist(),
                 dropped_test=int(len(candidates) - len(kept)), left_out_train=int(left_out))
     return train, test, info
+
+
+BLOCK_SIZE = 32  # --split blocks' default block side, in pixels
+
+
+def block_maps(scene, class_names, train_per_class, train_fraction, seed, block_size, patch_size):
+    """--split blocks: the spatially disjoint split (splits.split_blocks) of the scene's one ground
+    truth, or of the union of the train and test maps (or index arrays) it is distributed with."""
+    if "gt" in scene and "train_index" not in scene:
+        gt, gt_where = scene["gt"]
+        gt, union = as_label_map(gt, gt_where), False
+    else:
+        if "train" in scene:
+            (train, train_where), (test, test_where) = scene["train"], scene["test"]
+            train, test = as_label_map(train, train_where), as_label_map(test, test_where)
+        else:
+            gt, where = scene["gt"]
+            train, test = maps_from_index(as_label_map(gt, where), where, scene["train_index"], scene["test_index"])
+            train_where, test_where = scene["train_index"][1], scene["test_index"][1]
+        if train.shape != test.shape:
+            raise DataError(f"height/width differ between the inputs: {train_where} shape {train.shape}; "
+                            f"{test_where} shape {test.shape}")
+        check_maps(train, test, train_where, test_where)  # no overlap: the union is well defined
+        gt, gt_where, union = np.maximum(train, test), f"the union of {train_where} and {test_where}", True
+    block_size = BLOCK_SIZE if block_size is None else block_size
+    train, test, info = split_blocks(gt, gt_where, class_names, block_size, patch_size, train_per_class,
+                                     train_fraction, seed)
+    r = patch_size // 2
+    rule = (f"{train_per_class} training pixels per class" if train_per_class
+            else f"round({train_fraction} x n) training pixels of each class of n (at least 1)")
+    text = (f"drawn: spatially disjoint blocks: the scene tiled into {block_size} x {block_size} pixel blocks from "
+            f"its top-left corner, whole blocks to training or to testing ({info['train_blocks']} and "
+            f"{info['test_blocks']} of the {info['blocks']} holding labelled pixels), stratified by class as far as "
+            f"the scene allows, aiming at {rule} (training blocks' pixels above the target left out: {info['left_out_train']}), seed {seed}; "
+            f"buffer: test pixels within Chebyshev distance {2 * r} (2r, r = P // 2 = {r}) of a training pixel "
+            f"dropped ({info['dropped_test']} of them), so no test patch shares a pixel with a training patch")
+    if union:
+        text += ("; drawn from the UNION of the train and test maps the scene is distributed with: NOT the paper's "
+                 "split, accuracies are not comparable with the paper's")
+    attrs = dict(split_method="blocks", block_size=block_size, buffer_px=2 * r, split_from_union=union)
+    return train, test, f"{gt_where} (training blocks)", f"{gt_where} (test blocks)", text, attrs
