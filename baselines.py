@@ -75,24 +75,6 @@ def predictor(model, jobs):
     return predict
 
 
-def predict_test(pf, predict):
-    """Labels 0..C-1 of the test split, its pixels read a batch at a time; (labels, seconds)."""
-    from tqdm import tqdm
-    t0 = time.time()
-    with tqdm(total=len(pf.labels("test")), desc="test pixels", unit="px", unit_scale=True, leave=False) as bar:
-        out = network.predict_split(predict, pf, "test", PIXELS_PER_STEP, progress=bar, patch_size=1)
-    return out, time.time() - t0
-
-
-def predict_map(pf, predict):
-    """(H, W) map of labels 1..C for every pixel of the scene, a batch at a time; (map, seconds)."""
-    from tqdm import tqdm
-    t0 = time.time()
-    with tqdm(total=pf.shape[0] * pf.shape[1], desc="map", unit="px", unit_scale=True, mininterval=5) as bar:
-        out = network.predict_scene(predict, pf, 1, PIXELS_PER_STEP, progress=bar)
-    return out, time.time() - t0
-
-
 def describe(method, search, scale, n_train, bands):
     params = dict(search.best_params_)
     if method == "svm":
@@ -125,7 +107,7 @@ def run(data, method, out, seed=0, jobs=2, make_map=True, stand_in=False, comman
                       synthetic=info["synthetic"], out=out, command=command,
                       started=datetime.datetime.now().isoformat(timespec="seconds"))
         rundir.write_config(out, config)
-        y_pred, seconds = predict_test(pf, predict)
+        y_pred, seconds = network.predict_test_timed(predict, pf, PIXELS_PER_STEP, patch_size=1)
         m = test_report(pf, data, y_pred, stand_in, config, command)
         m.update(run=out, protocol=BASELINE_PROTOCOL, select="last", method=method,
                  model=describe(method, search, scale, len(y), pf.bands), best_params=search.best_params_,
@@ -133,7 +115,7 @@ def run(data, method, out, seed=0, jobs=2, make_map=True, stand_in=False, comman
                  test_pixels_per_second=round(len(y_pred) / max(seconds, 1e-9), 1))
         maps = []
         if make_map:
-            labels, map_seconds = predict_map(pf, predict)
+            labels, map_seconds = network.predict_scene_timed(predict, pf, 1, PIXELS_PER_STEP)
             maps = write_map_files(pf, labels, map_seconds, PIXELS_PER_STEP, m, out, "", y_pred)
     written = write_report(out, "", m, y_pred) + maps
     print_headline(m, written)

@@ -35,7 +35,6 @@ import os
 import resource
 import shlex
 import sys
-import time
 
 import numpy as np
 
@@ -98,29 +97,6 @@ def check_compatible(pf, path, arch, run_dir):
 
 
 # -----------------------------------------------------------------------------
-# Inference: the classification path only (no reconstruction heads), bounded batches
-
-def predict_test(clf, pf, batch_size):
-    """Predicted labels 0..C-1 of the test split, its patches cut from the scene a batch at a time,
-    with a progress bar and the time left; returns (labels, seconds)."""
-    from tqdm import tqdm
-    t0 = time.time()
-    with tqdm(total=len(pf.labels("test")), desc="test pixels", unit="px", unit_scale=True, mininterval=2,
-              leave=False) as bar:
-        labels = network.predict_split(clf, pf, "test", batch_size, progress=bar)
-    return labels, time.time() - t0
-
-
-def predict_map(pf, clf, batch_size):
-    """Every pixel of the scene, with a progress bar; returns ((H, W) labels 1..C, seconds)."""
-    from tqdm import tqdm
-    t0 = time.time()
-    with tqdm(total=pf.shape[0] * pf.shape[1], desc="map", unit="px", unit_scale=True, mininterval=5) as bar:
-        labels = network.predict_scene(clf, pf, pf.patch_size, batch_size, progress=bar)
-    return labels, time.time() - t0
-
-
-# -----------------------------------------------------------------------------
 # One run
 
 def evaluate_run(run_dir, data=None, select=None, precision=None, batch_size=BATCH_SIZE,
@@ -144,7 +120,7 @@ def evaluate_run(run_dir, data=None, select=None, precision=None, batch_size=BAT
         if not pf.labelled:
             return map_unlabelled(pf, clf, data, run_dir, config, select, checkpoint, digest, precision, batch_size,
                                   make_map, command)
-        y_pred, seconds = predict_test(clf, pf, batch_size)
+        y_pred, seconds = network.predict_test_timed(clf, pf, batch_size)
         m = test_report(pf, data, y_pred, stand_in, config, command)
         m.update(run=run_dir, protocol=rundir.protocol_text(select, ema), select=select, run_select=config["select"],
                  checkpoint=f"{checkpoint}.keras", checkpoint_sha256=digest,
@@ -168,7 +144,7 @@ def map_unlabelled(pf, clf, data, run_dir, config, select, checkpoint, digest, p
     """A scene without labels (DataPrepare.py --like): its map only, and a map*.json saying what made it."""
     if not make_map:
         fail(f"{data} has no labels, so there is nothing to score; add --map to classify its scene")
-    labels, seconds = predict_map(pf, clf, batch_size)
+    labels, seconds = network.predict_scene_timed(clf, pf, pf.patch_size, batch_size)
     suffix = rundir.result_suffix(config, select, precision, data)
     title = (f"{pf.info()['dataset']}: classification map of {os.path.basename(data)} (no labels), run "
              f"{os.path.basename(os.path.normpath(run_dir))}\n{rundir.protocol_text(select, config.get('ema', 0.0))}")
@@ -196,7 +172,7 @@ def load_checkpoint(run_dir, config, checkpoint, precision):
 
 def write_maps(pf, clf, batch_size, m, run_dir, suffix, y_pred):
     """Classify every pixel and write the maps (report.write_map_files); returns the paths written."""
-    labels, seconds = predict_map(pf, clf, batch_size)
+    labels, seconds = network.predict_scene_timed(clf, pf, pf.patch_size, batch_size)
     return write_map_files(pf, labels, seconds, batch_size, m, run_dir, suffix, y_pred)
 
 

@@ -9,6 +9,8 @@
 Hyperparameters reach this module as arguments (`architecture(config, shapes)`), never by
 importing model.py.
 """
+import time
+
 import keras
 import numpy as np
 from keras import layers
@@ -165,6 +167,27 @@ def predict_scene(predict, pf, patch_size, batch_size=256, progress=None):
         if progress is not None:
             progress.update(len(rows))
     return out
+
+
+def predict_test_timed(predict, pf, batch_size=256, patch_size=None):
+    """predict_split of the test split under a progress bar; returns (labels 0..C-1, seconds)."""
+    run = lambda bar: predict_split(predict, pf, "test", batch_size, bar, patch_size)  # noqa: E731
+    return timed(run, len(pf.labels("test")), "test pixels", mininterval=2, leave=False)
+
+
+def predict_scene_timed(predict, pf, patch_size, batch_size=256):
+    """predict_scene under a progress bar; returns ((H, W) labels 1..C, seconds)."""
+    run = lambda bar: predict_scene(predict, pf, patch_size, batch_size, bar)  # noqa: E731
+    return timed(run, pf.shape[0] * pf.shape[1], "map", mininterval=5, leave=True)
+
+
+def timed(run, total, desc, mininterval, leave):
+    """run(bar) under a tqdm bar counting `total` pixels (it shows the time left); (result, seconds)."""
+    from tqdm import tqdm
+    t0 = time.time()
+    with tqdm(total=total, desc=desc, unit="px", unit_scale=True, mininterval=mininterval, leave=leave) as bar:
+        out = run(bar)
+    return out, time.time() - t0
 
 
 def as_predictor(predict, batch_size):
