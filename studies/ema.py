@@ -25,6 +25,8 @@ sys.path.insert(0, ROOT)
 
 import rundir  # noqa: E402
 from fileio import write_text  # noqa: E402
+from metrics import mean_std  # noqa: E402
+from report import pm  # noqa: E402
 
 
 def train(data, run, seed, args):
@@ -98,11 +100,6 @@ def plot(all_curves, seeds, png, title):
     plt.close(fig)
 
 
-def pm(values, scale=100):
-    v = scale * np.asarray(values, np.float64)
-    return f"{v.mean():.2f} ± {v.std(ddof=1):.2f}" if len(v) > 1 else f"{v.mean():.2f}"
-
-
 def report(rows, seeds, all_curves, args, machine):
     first, mean = shortest(all_curves)
     seconds = np.median(np.concatenate([c["epoch_seconds"][1:] for c in all_curves]))
@@ -113,7 +110,7 @@ def report(rows, seeds, all_curves, args, machine):
             ("tail_std_averaged", f"std over the last {rows[0]['tail_epochs']} epochs, averaged (points)")]
     lines = ["| | " + " | ".join(f"seed {s}" for s in seeds) + " | mean ± std |", "|---|" + "---:|" * (len(seeds) + 1)]
     for key, name in keys:
-        lines.append(f"| {name} | " + " | ".join(f"{100 * r[key]:.2f}" for r in rows) + f" | {pm([r[key] for r in rows])} |")
+        lines.append(f"| {name} | " + " | ".join(f"{100 * r[key]:.2f}" for r in rows) + f" | {pm(mean_std([r[key] for r in rows]))} |")
     lines.append("| best epoch on TEST | " + " | ".join(str(r["best_epoch"]) for r in rows) + " | |")
     return lines, first, mean, seconds
 
