@@ -15,6 +15,7 @@ import keras
 import numpy as np
 from keras import layers
 
+import losses  # noqa: F401  (registers BatchRMSE, which a checkpoint's compile config names: averaged_values loads it)
 from layers import KERNEL_INIT, CoupledSelfLoopingBlock, CrossModalDecoder, SpectralStem
 
 PRECISIONS = {

@@ -200,7 +200,7 @@ def averaged_weights(net):
         return
     raw = [v.numpy() for v in net.trainable_variables]
     for v, avg in zip(net.trainable_variables, opt._model_variables_moving_average):
-        v.assign(avg)
+        v.assign(avg.numpy())  # a copy: under JAX, predict donates the model's buffers, which must not be the average's
     try:
         yield True
     finally:

@@ -404,16 +404,28 @@ def test_mixed_precision_training(demo_h5, tmp_path, monkeypatch, gpu):
 @pytest.mark.parametrize("stacked", ["true", "false"])
 def test_tiny_training_under_the_jax_backend(demo_h5, tmp_path, stacked):
     """Both builds of the coupled block train under JAX without TensorFlow (the plain build's
-    per-stream batch-norm update once failed there), and the second epoch resumes."""
+    per-stream batch-norm update once failed there), with weight averaging on, and the second epoch
+    resumes; evaluate.py then scores the averaged weights under JAX too."""
     env = {**os.environ, "KERAS_BACKEND": "jax"}
     run = str(tmp_path / "jax")
     # as if TensorFlow were not installed: any import of it fails
     code = ("import sys; sys.modules['tensorflow'] = None; import keras; "
             "assert keras.backend.backend() == 'jax'; import model; model.main(sys.argv[1:])")
     for args in (["--data", str(demo_h5), "--out", run, "--epochs", "1", "--lr", "1e-3", "--stacked_streams", stacked,
-                  "--select", "val", *TINY], ["--resume", run, "--epochs", "2"]):
+                  "--select", "val", "--ema", "0.9", *TINY], ["--resume", run, "--epochs", "2"]):
         proc = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, env=env, capture_output=True, text=True,
                               timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
     config = json.load(open(os.path.join(run, "config.json")))
     assert len(history(run)) == 2 and config["backend"] == "jax" and config["stacked_streams"] == (stacked == "true")
+    if stacked == "true":
+        code = "import sys; sys.modules['tensorflow'] = None; import evaluate; evaluate.main(sys.argv[1:])"
+        proc = subprocess.run([sys.executable, "-c", code, "--run", run], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        m = json.load(open(os.path.join(run, "metrics.json")))
+        assert "averaged" in m["weights"] and "ema=0.9" in m["protocol"]
+        clf = network.load_classifier(config["architecture"], os.path.join(run, "selected.keras"), averaged=True)
+        with PatchFile(demo_h5) as pf:  # the JAX-trained checkpoint's average, scored here under TensorFlow
+            assert m["OA"] == pytest.approx(np.mean(network.predict_split(clf, pf, "test") == pf.labels("test")),
+                                            abs=0.01)
