@@ -3,9 +3,11 @@
     python studies/ema.py --data data/houston2013.h5 --seeds 3 --epochs 20 --precision mixed \
         --out runs/ema-study --doc docs/ema-study.md
 
-Trains one run per seed with `--ema EMA --trace_test` (the TEST split scored after every epoch with
-the raw and the averaged weights, for this study only: no protocol selects by it), going on with
---resume where a run is unfinished, then reports per seed and as mean ± std over seeds:
+The runs are the network runs of a reproduce.py sweep in OUT (OUT/network/seed<k>), made with
+`--ema EMA --trace_test true` (the TEST split scored after every epoch with the raw and the averaged
+weights, for this study only: no protocol selects by it). The script calls that sweep, which trains
+what is missing and continues what is unfinished; `reproduce.py --out OUT --methods network,svm,rf`
+with the same flags then tabulates the very same runs. It reports per seed and as mean ± std over seeds:
 - the last epoch's OA, raw and averaged (what the honest 'last' protocol reports);
 - the authors' best-on-test OA (the raw weights' best epoch, chosen on the test set);
 - the standard deviation of OA over the last 20 % of epochs, raw and averaged;
@@ -29,13 +31,11 @@ from metrics import mean_std  # noqa: E402
 from report import pm  # noqa: E402
 
 
-def train(data, run, seed, args):
-    state = rundir.read_state(run) if os.path.isdir(run) else {}
-    if state.get("epochs_done", 0) >= args.epochs:
-        return
-    cmd = ([sys.executable, "model.py", "--resume", run, "--epochs", str(args.epochs)] if state else
-           [sys.executable, "model.py", "--data", data, "--out", run, "--epochs", str(args.epochs), "--seed", str(seed),
-            "--ema", str(args.ema), "--trace_test", "--precision", args.precision, *args.extra])
+def train(data, args):
+    """The study's network runs, through the sweep (which refuses run directories of other settings)."""
+    cmd = [sys.executable, os.path.join(ROOT, "reproduce.py"), "--data", data, "--seeds", str(args.seeds),
+           "--methods", "network", "--out", args.out, "--epochs", str(args.epochs), "--ema", str(args.ema),
+           "--precision", args.precision, "--trace_test", "true", *args.extra]
     print("+ " + " ".join(cmd), flush=True)
     subprocess.run(cmd, cwd=ROOT, check=True)
 
@@ -122,15 +122,15 @@ def main(argv=None):
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--precision", default="mixed")
-    p.add_argument("--out", default="runs/ema-study")
+    p.add_argument("--out", default="runs/ema-study", help="the sweep folder (reproduce.py --out)")
     p.add_argument("--doc", default="docs/ema-study.md")
     p.add_argument("--machine", default="", help="the CPU/GPU and its flags, stated beside the figures")
     args, args.extra = p.parse_known_args(argv)
+    args.out = os.path.abspath(args.out)
     data = os.path.abspath(args.data)
     seeds = list(range(args.seeds))
-    runs = [os.path.abspath(os.path.join(args.out, f"seed{s}")) for s in seeds]
-    for run, seed in zip(runs, seeds):
-        train(data, run, seed, args)
+    runs = [os.path.abspath(os.path.join(args.out, "network", f"seed{s}")) for s in seeds]
+    train(data, args)
     all_curves = [curves(r) for r in runs]
     rows = [per_seed(c, refit_score(r, data)) for c, r in zip(all_curves, runs)]
     table, first, mean, seconds = report(rows, seeds, all_curves, args, args.machine)
