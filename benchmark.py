@@ -40,7 +40,8 @@ from patchfile import PatchFile
 MODES = {"plain-fp32": (False, "float32"), "stacked-fp32": (True, "float32"),
          "plain-mixed": (False, "mixed"), "stacked-mixed": (True, "mixed")}
 
-# The paper's hyperparameters (model.py's block holds the same values; scripts do not import it)
+# The paper's hyperparameters (as in model.py's block, which scripts do not import), with weight
+# averaging off (model.py's default ema 0.995 adds one weight update per step; docs/performance.md is without it)
 PAPER = dict(batch_size=64, lr=6e-5, lambda1=1.0, lambda2=1.0, filters=64, fusion_units=32, kernel_sizes="3,5",
              coupled=True, self_loop=True, reconstruction=True, bn_momentum=0.99, ema=0.0)
 

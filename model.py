@@ -30,7 +30,7 @@ reconstruction = True  # ablation: False drops both decoders (lambda1 = lambda2 
 select = "last"  # checkpoint: last (honest) | val (best on the carved validation group) | authors (best on TEST)
 precision = "float32"  # float32 | mixed (bfloat16 on CPUs, float16 on GPUs; outputs stay float32)
 stacked_streams = True  # both streams through each shared convolution as one batch: same result, faster on a GPU
-ema = 0.0  # 0: off (the paper); e.g. 0.999: keep and evaluate an exponential moving average of the weights
+ema = 0.995  # keep and evaluate a moving average of the weights over ~1/(1-ema) steps (docs/ema-study.md); 0: off (the paper)
 trace_test = False  # studies only: log TEST accuracy after every epoch (raw and averaged); never selects
 seed = 0
 deterministic = "auto"  # auto | true | false; auto: on where every kernel is known to have a deterministic version
@@ -131,6 +131,9 @@ def train(config, state, max_minutes=0.0):
     print(f"{info['dataset']}{' (synthetic)' if info['synthetic'] else ''}: {len(data['label'])} training "
           f"patches x 4 rotations, {info['hsi_bands']} + {info['aux_bands']} bands, {info['num_classes']} classes; "
           f"checkpoint: {config['protocol']}")
+    note = training.averaging_note(config, len(data["label"]))
+    if note:
+        print(note)
     deterministic = determinism.apply(config.get("deterministic", "auto"), config["seed"] + state["epochs_done"])
     policy = set_precision(config["precision"])
     with training.distribution_scope():

@@ -189,6 +189,17 @@ class RunState(keras.callbacks.Callback):
         rundir.end_epoch(self.run_dir, self.model, self.state, epoch, logs, self.monitor)
 
 
+def averaging_note(config, n_patches):
+    """A warning when the average spans too much of a short run: with ema m it reaches ~1/(1-m) steps
+    back, and a run of fewer than five times that keeps much of its first, untrained weights."""
+    ema = config.get("ema", 0.0)
+    steps = config["epochs"] * math.ceil(4 * n_patches / config["batch_size"])
+    if ema and steps < 5 / (1 - ema):
+        return (f"note: ema {ema:g} averages over about {1 / (1 - ema):.0f} steps, but this run has only {steps}: "
+                f"the average keeps much of the early weights; use more epochs or --ema 0 (off)")
+    return None
+
+
 @contextlib.contextmanager
 def averaged_weights(net):
     """With weight averaging on (the optimizer's use_ema), the averaged weights in the model for the

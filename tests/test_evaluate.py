@@ -199,7 +199,7 @@ def test_model_py_run_is_evaluated_as_trained(demo_h5, tmp_path):
     import network
     run = tmp_path / "run"
     model.main(["--data", str(demo_h5), "--out", str(run), "--epochs", "3", "--lr", "3e-3", "--filters", "8",
-                "--fusion_units", "8", "--bn_momentum", "0.9", "--select", "val"])
+                "--fusion_units", "8", "--bn_momentum", "0.9", "--select", "val", "--ema", "0"])
     evaluate.main(["--run", str(run)])
     m = json.loads((run / "metrics.json").read_text())
     state = json.loads((run / "state.json").read_text())

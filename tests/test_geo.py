@@ -170,7 +170,8 @@ def test_a_georeferenced_scene_trained_and_mapped_and_an_unlabelled_scene_mapped
     data, run = tmp_path / "s.h5", tmp_path / "run"
     dp.main(["--dataset", "custom", "--hsi", custom["hsi"], "--aux", custom["aux"], "--train", custom["train"],
              "--test", custom["test"], "--patch-size", "5", "--class-names", "Road,Tree,Roof", "--out", str(data)])
-    model.main(["--data", str(data), "--out", str(run), "--epochs", "1", "--filters", "4", "--fusion_units", "4"])
+    model.main(["--data", str(data), "--out", str(run), "--epochs", "1", "--filters", "4", "--fusion_units", "4",
+                "--ema", "0"])
     evaluate.main(["--run", str(run), "--map"])
     with rasterio.open(custom["hsi"]) as src, rasterio.open(run / "map.tif") as ds:
         assert (ds.crs, ds.transform, ds.shape) == (src.crs, src.transform, (H, W))

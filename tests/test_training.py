@@ -24,7 +24,7 @@ from patchfile import PatchFile
 from training import RotatedPatches, lr_at
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--filters", "8", "--fusion_units", "8"]
+TINY = ["--ema", "0", "--filters", "8", "--fusion_units", "8"]
 
 
 def train(args):
@@ -232,6 +232,13 @@ def test_saving_and_loading_round_trips_predictions_exactly(tmp_path):
 
 
 # ----------------------------------------------------------------------------- weight averaging
+def test_a_run_too_short_for_its_average_is_warned():
+    config = {"ema": 0.995, "epochs": 8, "batch_size": 64}  # 8 epochs of 2 steps: 16 steps, horizon 200
+    assert "only 16" in training.averaging_note(config, 32) and "--ema 0" in training.averaging_note(config, 32)
+    assert training.averaging_note({**config, "epochs": 20}, 2832) is None  # the stand-in: 3,540 steps
+    assert training.averaging_note({**config, "ema": 0.0}, 32) is None
+
+
 def test_weight_averaging_is_the_moving_average_of_the_raw_weights(tmp_path):
     """ema = m: after the first step the average is the weights; then avg = m avg + (1 - m) w after
     every step. Computed here from the raw weights step by step, and read back from a saved
@@ -268,7 +275,7 @@ def test_weight_averaging_is_the_moving_average_of_the_raw_weights(tmp_path):
 @pytest.mark.slow
 def test_a_killed_run_with_weight_averaging_resumes_exactly_and_is_scored_averaged(demo_h5, tmp_path):
     import evaluate
-    common = ["--data", str(demo_h5), "--lr", "1e-3", "--ema", "0.9", *TINY, "--select", "val"]
+    common = ["--data", str(demo_h5), "--lr", "1e-3", *TINY, "--ema", "0.9", "--select", "val"]
     whole, resumed = str(tmp_path / "whole"), str(tmp_path / "resumed")
     train([*common, "--out", whole, "--epochs", "3"])
     train([*common, "--out", resumed, "--epochs", "2"])
@@ -291,7 +298,7 @@ def test_a_killed_run_with_weight_averaging_resumes_exactly_and_is_scored_averag
 def test_short_training_lowers_every_loss_and_beats_chance(demo_h5, tmp_path):
     run = str(tmp_path / "run")
     train(["--data", str(demo_h5), "--out", run, "--epochs", "6", "--lr", "1e-3", "--filters", "16", "--fusion_units", "16",
-           "--bn_momentum", "0.9"])
+           "--bn_momentum", "0.9", "--ema", "0"])
     rows = history(run)
     for key in ("loss", "class_loss", "rec_aux_loss", "rec_hsi_loss"):
         assert float(rows[-1][key]) < float(rows[0][key]), key
@@ -412,7 +419,7 @@ def test_tiny_training_under_the_jax_backend(demo_h5, tmp_path, stacked):
     code = ("import sys; sys.modules['tensorflow'] = None; import keras; "
             "assert keras.backend.backend() == 'jax'; import model; model.main(sys.argv[1:])")
     for args in (["--data", str(demo_h5), "--out", run, "--epochs", "1", "--lr", "1e-3", "--stacked_streams", stacked,
-                  "--select", "val", "--ema", "0.9", *TINY], ["--resume", run, "--epochs", "2"]):
+                  "--select", "val", *TINY, "--ema", "0.9"], ["--resume", run, "--epochs", "2"]):
         proc = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, env=env, capture_output=True, text=True,
                               timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
