@@ -552,7 +552,7 @@ def build_parser():
         prog="reproduce.py", allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter,
         description=__doc__.split("\n\n")[0],
         epilog="Any other --NAME VALUE is a hyperparameter of model.py (its block of settings at the top) and "
-               "goes to the network runs, e.g. --epochs 20 --precision mixed --ema 0.999 --lr 1e-3.")
+               "goes to the network runs, e.g. --epochs 20 --precision mixed --ema 0 --lr 1e-3.")
     p.add_argument("--data", required=True, metavar="FILE.h5", help="patch file written by DataPrepare.py")
     p.add_argument("--seeds", required=True, metavar="N|S1,S2,...",
                    help="N: seeds 0..N-1; or a comma list of seeds, e.g. 3,5,7")
