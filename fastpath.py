@@ -128,7 +128,7 @@ def fit(net, data, config, initial_epoch, epochs, callbacks, seed, verbose="auto
     from keras.src.callbacks import CallbackList
     from keras.src.optimizers import Optimizer
 
-    from training import epoch_order
+    from training import epoch_order, steps_per_epoch
 
     net._assert_compile_called("fit")
     batch_size, reconstruction = int(config["batch_size"]), bool(config.get("reconstruction", True))
@@ -136,7 +136,7 @@ def fit(net, data, config, initial_epoch, epochs, callbacks, seed, verbose="auto
     aux = np.asarray(data["aux"], np.float32)
     label = np.asarray(data["label"]).astype("int32")
     n, p = len(label), hsi.shape[1]
-    steps = -(-4 * n // batch_size)
+    steps = steps_per_epoch(n, batch_size)
     # build the model, its losses, metrics and optimizer as fit does (shapes only)
     first = {"hsi": hsi[:batch_size], "aux": aux[:batch_size]}
     y = {"class": label[:batch_size]}

@@ -49,6 +49,11 @@ def distribution_scope():
 
 
 # ----------------------------------------------------------------------------- input pipeline
+def steps_per_epoch(n_patches, batch_size):
+    """Batches in an epoch of every patch in its four rotations (the last one may be partial)."""
+    return math.ceil(4 * n_patches / batch_size)
+
+
 class RotatedPatches(keras.utils.PyDataset):
     """Every training patch in its four rotations (0, 90, 180, 270 degrees), shuffled anew each epoch.
 
@@ -63,7 +68,7 @@ class RotatedPatches(keras.utils.PyDataset):
         self._order_epoch, self._order = None, None
 
     def __len__(self):
-        return math.ceil(4 * len(self.label) / self.batch_size)
+        return steps_per_epoch(len(self.label), self.batch_size)
 
     def order(self):
         if self._order_epoch != self.epoch:  # threads may race here; they compute the same order
@@ -193,7 +198,7 @@ def averaging_note(config, n_patches):
     """A warning when the average spans too much of a short run: with ema m it reaches ~1/(1-m) steps
     back, and a run of fewer than five times that keeps much of its first, untrained weights."""
     ema = config.get("ema", 0.0)
-    steps = config["epochs"] * math.ceil(4 * n_patches / config["batch_size"])
+    steps = config["epochs"] * steps_per_epoch(n_patches, config["batch_size"])
     if ema and steps < 5 / (1 - ema):
         return (f"note: ema {ema:g} averages over about {1 / (1 - ema):.0f} steps, but this run has only {steps}: "
                 f"the average keeps much of the early weights; use more epochs or --ema 0 (off)")
