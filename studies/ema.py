@@ -120,7 +120,7 @@ def main(argv=None):
     p.add_argument("--data", required=True)
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--ema", type=float, default=0.999)
+    p.add_argument("--ema", type=float, default=0.995)
     p.add_argument("--precision", default="mixed")
     p.add_argument("--out", default="runs/ema-study", help="the sweep folder (reproduce.py --out)")
     p.add_argument("--doc", default="docs/ema-study.md")
@@ -129,7 +129,7 @@ def main(argv=None):
     args.out = os.path.abspath(args.out)
     data = os.path.abspath(args.data)
     seeds = list(range(args.seeds))
-    runs = [os.path.abspath(os.path.join(args.out, "network", f"seed{s}")) for s in seeds]
+    runs = [os.path.join(args.out, "network", f"seed{s}") for s in seeds]
     train(data, args)
     all_curves = [curves(r) for r in runs]
     rows = [per_seed(c, refit_score(r, data)) for c, r in zip(all_curves, runs)]
