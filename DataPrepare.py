@@ -257,6 +257,8 @@ def prepare(dataset, out, source=None, patch_size=None, val_fraction=0.0, seed=0
     scene = load_scene(dataset, source, custom, seed)
     if scene["synthetic"]:
         print(scene["synthetic_note"], flush=True)
+    if scene["data_note"]:
+        print(scene["data_note"], flush=True)
 
     # checks, before any work
     georef, georef_note = scene_georef(scene)
@@ -281,7 +283,8 @@ def prepare(dataset, out, source=None, patch_size=None, val_fraction=0.0, seed=0
         dataset=dataset, layout=scene["layout"], modalities=["hsi", scene["aux_name"]],
         class_names=class_names, num_classes=n_classes, palette=palette, patch_size=patch_size,
         normalise=normalise, normalisation=NORMALISATIONS[normalise], split=split_text, hsi_channels=channels,
-        synthetic=scene["synthetic"], sources=json.dumps({path: sha256(path) for path in scene["files"]}),
+        synthetic=scene["synthetic"], data_label=scene["data_label"], data_note=scene["data_note"],
+        sources=json.dumps({path: sha256(path) for path in scene["files"]}),
         command=command, val_fraction=val_fraction, seed=seed,
         train_per_class=train_per_class or 0, train_fraction=train_fraction or 0.0, **split_attrs,
         **patchfile.georef_attrs(georef, georef_note))

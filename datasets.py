@@ -68,6 +68,13 @@ LAYOUTS = {
         "aux": [("muufl_gulfport_campus_1_hsi_220_label.mat", ["hsi.Lidar(1).z"], True)],
         "gt": [("muufl_gulfport_campus_1_hsi_220_label.mat", ["hsi.sceneLabels.labels"], True)],
     },
+    # the small real Houston 2018 crop as ShoupingShan/Data_fusion_HSI_LiDAR commits it: PCA-5 of the
+    # HSI with the ground truth in one file, the 8-bit DSM (and the same ground truth) in another
+    "pca5-dsm": {
+        "hsi": [("DATA_pca_5.mat", ["HSI_pca"], True)],
+        "aux": [("DATA_DSM.mat", ["DSM_300"], True)],
+        "gt": [("DATA_pca_5.mat", ["GT_pca"], True)],
+    },
     # Trento as tyust-dayu/Trento redistributes it: one ground truth holding every labelled pixel
     "trento-tyust": {
         "hsi": [("Italy_hsi.mat", ["data"], True)],
@@ -102,6 +109,15 @@ PRESETS = {
                  [160, 82, 45], [0, 0, 255], [255, 215, 0], [255, 140, 0], [128, 128, 128],
                  [211, 211, 211], [255, 255, 255], [220, 20, 60], [139, 0, 0], [75, 0, 130],
                  [255, 105, 180], [210, 180, 140], [0, 255, 255], [148, 0, 211], [255, 0, 255]]),
+    # Real pixels, but derived and relabelled: never to be set beside a published Houston 2018 figure.
+    # Its source names neither its 12 classes nor where the 300 x 300 crop lies.
+    "houston2018-crop": dict(
+        title="Houston 2018 crop (REAL pixels, derived)", aux="dsm", prefix="houston", folders=["houston2018-crop"],
+        layouts=["pca5-dsm"], class_names=[f"class {c}" for c in range(1, 13)], palette=None,
+        data_label="REAL pixels, derived: PCA-5, 8-bit DSM, relabelled; not a benchmark",
+        data_note="REAL pixels, derived: 300 x 300 crop of the DFC 2018 campus, the first 5 principal components "
+                  "of the 48-band HSI, its DSM rescaled to 8 bits, 12 classes of the source's own relabelling; "
+                  "not one of the paper's benchmarks, not comparable with any published Houston 2018 figure"),
     "berlin": dict(
         title="Berlin (HSI-SAR)", aux="sar", prefix="berlin", folders=["Berlin"],
         layouts=["hsi-sar", "dcmnet"],
@@ -226,12 +242,14 @@ def load_scene(dataset, source=None, custom=None, seed=0):
     """Read a scene's raw arrays. Returns a dict with hsi, aux (lists of (array, where)), the split
     as train and test maps, or gt with train_index and test_index, or gt alone ((array, where)
     each), and layout, files, aux_name, class_names, palette, synthetic and, for a synthetic scene,
-    synthetic_note (what it is); georefs: [(role, path, georef or None)] for every file read
+    synthetic_note (what it is); data_label and data_note (a preset's short and full word on real
+    but derived pixels, or ""); georefs: [(role, path, georef or None)] for every file read
     (geo.read_georef: a raster's CRS and transform). A .mat file holding readers.STAND_IN_KEY (a
     synthetic stand-in written by synthetic.py) makes the scene synthetic, whatever preset reads it."""
     preset = PRESETS[dataset]
     scene = dict(aux_name=preset["aux"], class_names=preset["class_names"],
-                 palette=preset["palette"], synthetic=False, files=[])
+                 palette=preset["palette"], synthetic=False, files=[], data_label=preset.get("data_label", ""),
+                 data_note=preset.get("data_note", ""))
     if dataset == "demo":
         demo = synthetic.make_demo_scene(seed)
         note = "SYNTHETIC demo scene made by synthetic.make_demo_scene: not real data, for trying the pipeline only"

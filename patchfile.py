@@ -387,6 +387,7 @@ class PatchFile:
         return dict(dataset=text(a["dataset"]), class_names=self.class_names, num_classes=len(self.class_names),
                     patch_size=self.patch_size, hsi_bands=self.bands["hsi"], aux_bands=self.bands["aux"],
                     synthetic=bool(a.get("synthetic", False)),
+                    data_label=text(a.get("data_label", "")), data_note=text(a.get("data_note", "")),
                     normalise=text(a["normalise"]), normalisation=text(a["normalisation"]))
 
     # --- the splits

@@ -44,13 +44,14 @@ def bin_span(b):
     return f"{b['min']}-{b['max']}" if b["max"] is not None else f"> {b['min'] - 1}"
 
 
-def dataset_label(dataset, synthetic, stand_in):
-    """The data set's name as every output shows it: synthetic data is never passed off as real."""
+def dataset_label(dataset, synthetic, stand_in, data_label=""):
+    """The data set's name as every output shows it: synthetic data is never passed off as real, nor
+    derived real pixels (a preset's data_label) as a benchmark."""
     if stand_in:
         return f"{dataset} SYNTHETIC STAND-IN (not the real {dataset} data)"
     if synthetic:
         return f"{dataset} (SYNTHETIC data, not real)"
-    return dataset
+    return f"{dataset} ({data_label})" if data_label else dataset
 
 
 def describe(m):
@@ -92,7 +93,8 @@ def test_report(pf, data, y_pred, stand_in, config, command):
               f"(sha256 {digest[:12]}... vs {trained_on[:12]}...)", file=sys.stderr)
     train_counts = np.bincount(pf.labels("train"), minlength=len(names))
     m = dict(
-        dataset=info["dataset"], dataset_label=dataset_label(info["dataset"], synthetic, stand_in),
+        dataset=info["dataset"], dataset_label=dataset_label(info["dataset"], synthetic, stand_in, info["data_label"]),
+        data_note=info["data_note"],
         synthetic=synthetic or stand_in, stand_in=stand_in,
         data=os.path.basename(data), data_path=os.path.abspath(data), data_sha256=digest,
         data_matches_training=None if not trained_on else trained_on == digest,

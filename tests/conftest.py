@@ -1,7 +1,8 @@
 """Shared test fixtures.
 
 Tests that need the real Houston 2013 pieces in ../shared/data/houston2013 ask for the
-`houston_dir` fixture. On a user's fresh clone those files are absent and the tests skip; CI sets
+`houston_dir` fixture, those that read the real Houston 2018 crop in ../shared/data/houston2018-crop
+the `crop_dir` fixture. On a user's fresh clone those files are absent and the tests skip; CI sets
 REQUIRE_SHARED_DATA=1 so that a missing folder fails the run instead of hiding behind a skip.
 """
 import os
@@ -16,6 +17,12 @@ sys.path.insert(0, str(ROOT))
 
 SHARED_DIR = Path(os.environ.get("SHARED_DIR", ROOT.parent / "shared"))
 HOUSTON_DIR = SHARED_DIR / "data" / "houston2013"
+CROP_DIR = SHARED_DIR / "data" / "houston2018-crop"
+
+# Per-class labelled pixels of the Houston 2018 crop (its README), and its files' sha256.
+CROP_COUNTS = [2677, 1877, 1155, 1362, 1174, 886, 635, 1306, 36218, 1931, 1215, 834]
+CROP_SHA256 = {"DATA_pca_5.mat": "6d71b402c3ec4cf1f8ced96917a7f3b552bb72b3c2c7f7ed089b2395601958e2",
+               "DATA_DSM.mat": "f6a0eee06c93d3503c55cdd48027d36ef90390ae6d97be800113ed8e476b4acd"}
 
 # Per-class counts of the standard Houston 2013 split (../shared/data/README.md).
 HOUSTON_TRAIN_COUNTS = [198, 190, 192, 188, 186, 182, 196, 191, 193, 191, 181, 192, 184, 181, 187]
@@ -47,7 +54,7 @@ def need_shared(path):
     """Return `path` if it exists; otherwise skip, or fail when REQUIRE_SHARED_DATA=1 (CI)."""
     if path.exists():
         return path
-    reason = f"{path} is absent: the real Houston 2013 pieces live in ../shared beside the project"
+    reason = f"{path} is absent: the real data pieces the tests read live in ../shared beside the project"
     if os.environ.get("REQUIRE_SHARED_DATA") == "1":
         pytest.fail(reason + " (REQUIRE_SHARED_DATA=1, so this is an error, not a skip)")
     pytest.skip(reason)
@@ -56,6 +63,11 @@ def need_shared(path):
 @pytest.fixture(scope="session")
 def houston_dir():
     return need_shared(HOUSTON_DIR)
+
+
+@pytest.fixture(scope="session")
+def crop_dir():
+    return need_shared(CROP_DIR)
 
 
 @pytest.fixture(scope="session")

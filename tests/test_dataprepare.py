@@ -22,7 +22,7 @@ import patchfile
 import readers
 import splits
 import synthetic
-from conftest import HOUSTON_TEST_COUNTS, HOUSTON_TRAIN_COUNTS, reference_patches
+from conftest import CROP_COUNTS, CROP_SHA256, HOUSTON_TEST_COUNTS, HOUSTON_TRAIN_COUNTS, reference_patches
 from patchfile import PatchFile, PatchFileError
 
 H, W = 349, 1905  # Houston 2013
@@ -167,6 +167,27 @@ def test_houston_authors_single_file_with_real_maps(real_maps, tmp_path, as_fold
     data = assert_houston_counts(out)
     assert data["attrs"]["layout"] == "single"
     assert list(data["attrs"]["modalities"]) == ["hsi", "lidar"]
+
+
+def test_houston2018_crop_preset_reads_the_real_files_in_place(crop_dir, tmp_path, capsys):
+    """The real crop (../shared, read where it lies): 300 x 300, 5 PCA bands + the 8-bit DSM, its
+    README's per-class counts drawn 100 a class, and every output labelled real but derived."""
+    out = tmp_path / "crop.h5"
+    counts = dp.prepare("houston2018-crop", str(out), source=str(crop_dir), train_per_class=100)
+    assert "REAL pixels, derived" in capsys.readouterr().out
+    np.testing.assert_array_equal(counts["train"], [100] * 12)
+    np.testing.assert_array_equal(counts["test"], np.array(CROP_COUNTS) - 100)
+    with PatchFile(out) as pf:
+        info, sources = pf.info(), json.loads(patchfile.text(pf.attrs["sources"]))
+        assert pf.shape == (300, 300) and pf.bands == {"hsi": 5, "aux": 1}
+        assert not info["synthetic"] and "not a benchmark" in info["data_label"]
+        assert "principal components" in info["data_note"] and "not comparable" in info["data_note"]
+        dsm = pf.f["scene/aux"][..., 0]
+        raw = readers.read_array(str(crop_dir / "DATA_DSM.mat"), "DSM_300")[0].astype(np.float64)
+        np.testing.assert_allclose(dsm, (raw - raw.min()) / (raw.max() - raw.min()), atol=1e-6)
+    assert {os.path.basename(p): d for p, d in sources.items()} == CROP_SHA256
+    from report import dataset_label
+    assert dataset_label(info["dataset"], False, False, info["data_label"]).startswith("houston2018-crop (REAL pixels")
 
 
 def test_hsi_sar_layout_stacks_the_dsm(tmp_path):
