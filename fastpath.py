@@ -4,7 +4,7 @@ Keras' `fit` under JAX is bound by host work on a fast accelerator: every step s
 the host, ships it, and returns to Python (`steps_per_execution` is a host loop too). Here:
 
 - the training patches go to the device once per `fit` call; each epoch ships only its order
-  (`training.epoch_order`, int32), and the batches are gathered and turned on the device;
+  (`rotations.epoch_order`, int32), and the batches are gathered and turned on the device;
 - on an accelerator, an epoch's full batches run as ONE jitted `jax.lax.scan` over Keras' own
   stateless `train_step` (the very function `fit` jits: same losses, loss scaling, optimizer
   update, EMA, batch-norm statistics and metrics), the last partial batch as one more step in the
@@ -25,6 +25,8 @@ import numpy as np
 
 import keras
 
+from rotations import epoch_order, rotation_index, steps_per_epoch
+
 FAST_PATH = ("auto", "off")  # config["fast_path"]
 SCENE_BUDGET = 1 << 30  # bytes of scene (both modalities) held on the device at a time
 CALL_BATCHES = 64  # prediction batches per device call (one lax.map) where the loops run on the device
@@ -43,13 +45,6 @@ def applies(config):
 
 
 # ----------------------------------------------------------------------------- training
-def rotation_index(patch_size):
-    """(4, P * P) int32: row k holds, for each pixel of a patch turned k x 90 degrees as
-    np.rot90(x, k, axes=(1, 2)) turns it, the flat index of its source pixel."""
-    grid = np.arange(patch_size * patch_size).reshape(patch_size, patch_size)
-    return np.stack([np.rot90(grid, k).ravel() for k in range(4)]).astype(np.int32)
-
-
 def gather_turned(patches, picks, index):
     """Patches `picks // 4` of (N, P, P, C) `patches`, each turned (picks % 4) x 90 degrees: one
     gather on the device. index: rotation_index(P)."""
@@ -119,7 +114,7 @@ def fit(net, data, config, initial_epoch, epochs, callbacks, seed, verbose="auto
     """Train the compiled Keras model `net` as net.fit(RotatedPatches(data, config["batch_size"],
     seed, epoch=initial_epoch, reconstruction=config["reconstruction"]), epochs=epochs,
     initial_epoch=initial_epoch, callbacks=callbacks, shuffle=False, verbose=verbose) is meant to:
-    epoch e trains on the batches of training.epoch_order(seed, e) in order, with the same
+    epoch e trains on the batches of rotations.epoch_order(seed, e) in order, with the same
     train_step, callbacks and logs. (Keras' fit on RotatedPatches itself is shifted from that order
     under JAX: it calls the dataset's on_epoch_end once before the first epoch, and the prefetching
     workers of a fresh model drop the batch its build consumed.) scan: see epoch_function; None
@@ -128,7 +123,6 @@ def fit(net, data, config, initial_epoch, epochs, callbacks, seed, verbose="auto
     from keras.src.callbacks import CallbackList
     from keras.src.optimizers import Optimizer
 
-    from training import epoch_order, steps_per_epoch
 
     net._assert_compile_called("fit")
     batch_size, reconstruction = int(config["batch_size"]), bool(config.get("reconstruction", True))

@@ -14,6 +14,8 @@ import math
 import keras
 from keras import layers, ops
 
+from averaging import warmup_decay
+
 KERNEL_INIT = "glorot_normal"  # the authors' initialisation
 PACKAGE = "coupled_self_looping"
 
@@ -68,12 +70,15 @@ class StreamBatchNorm(layers.Layer):
     normalises each part with its own parameters in one pass: a reshape, not a split and a copy.
     Both forms compute the same thing with the same variables, as a separate
     `keras.layers.BatchNormalization` per stream would (same momentum, epsilon and biased variance).
+    warmup=True: the moving statistics of a stream's t-th update decay by
+    averaging.warmup_decay(momentum, t) instead of the fixed momentum, so that those of a short run
+    are not still near their initial zeros and ones (training itself uses batch statistics either way).
     """
 
-    def __init__(self, streams=2, momentum=0.99, epsilon=1e-3, **kwargs):
+    def __init__(self, streams=2, momentum=0.99, epsilon=1e-3, warmup=False, **kwargs):
         # Statistics stay in float32 under mixed precision, like Keras' own BatchNormalization.
         super().__init__(autocast=False, **kwargs)
-        self.streams, self.momentum, self.epsilon = streams, momentum, epsilon
+        self.streams, self.momentum, self.epsilon, self.warmup = streams, momentum, epsilon, warmup
 
     def build(self, input_shape):
         shape = (self.streams, input_shape[-1])  # one row per stream
@@ -81,6 +86,8 @@ class StreamBatchNorm(layers.Layer):
         self.beta = self.add_weight(shape, initializer="zeros", name="beta")
         self.moving_mean = self.add_weight(shape, initializer="zeros", name="moving_mean", trainable=False)
         self.moving_variance = self.add_weight(shape, initializer="ones", name="moving_variance", trainable=False)
+        if self.warmup:  # updates made to each stream's statistics
+            self.updates = self.add_weight((self.streams,), initializer="zeros", name="updates", trainable=False)
 
     def call(self, x, training=False, stream=None):
         if stream is None:  # (S * N, ...) -> (S, N, ...): each stream's part gets its own row of parameters
@@ -94,8 +101,9 @@ class StreamBatchNorm(layers.Layer):
         axes = tuple(range(1 if grouped else 0, len(x.shape) - 1))
         if training:
             mean, variance = ops.moments(ops.cast(x, "float32"), axes=axes)
-            self._update(self.moving_mean, mean, rows)
-            self._update(self.moving_variance, variance, rows)
+            momentum = self._momentum(rows)
+            self._update(self.moving_mean, mean, rows, momentum)
+            self._update(self.moving_variance, variance, rows, momentum)
         else:
             mean, variance = self.moving_mean[rows], self.moving_variance[rows]
         scale = self.gamma[rows] * ops.rsqrt(variance + self.epsilon)
@@ -106,15 +114,26 @@ class StreamBatchNorm(layers.Layer):
         # One multiply-add in the compute dtype (bfloat16 under mixed precision).
         return x * ops.cast(scale, x.dtype) + ops.cast(offset, x.dtype)
 
-    def _update(self, moving, batch_value, rows):
-        new = moving[rows] * self.momentum + batch_value * (1 - self.momentum)
+    def _momentum(self, rows):
+        """The decay of this update: the fixed momentum, or its warm-up ((S, 1) for all streams), counted."""
+        if not self.warmup:
+            return self.momentum
+        t = self.updates[rows]
+        if isinstance(rows, slice):
+            self.updates.assign(t + 1.0)
+            return ops.expand_dims(warmup_decay(self.momentum, t), -1)
+        self.updates.assign(ops.slice_update(self.updates.value, (rows,), ops.expand_dims(t + 1.0, 0)))
+        return warmup_decay(self.momentum, t)
+
+    def _update(self, moving, batch_value, rows, momentum):
+        new = moving[rows] * momentum + batch_value * (1 - momentum)
         if not isinstance(rows, slice):  # one stream's row of the (streams, C) variable; .value: JAX needs a tensor
             new = ops.slice_update(moving.value, (rows, 0), ops.expand_dims(new, 0))
         moving.assign(new)
 
     def get_config(self):
         return {**super().get_config(), "streams": self.streams, "momentum": self.momentum,
-                "epsilon": self.epsilon}
+                "epsilon": self.epsilon, "warmup": self.warmup}
 
 
 @keras.saving.register_keras_serializable(PACKAGE)
@@ -134,16 +153,16 @@ class CoupledSelfLoopingBlock(layers.Layer):
     """
 
     def __init__(self, filters=64, kernel_size=3, coupled=True, self_loop=True, stacked=True, bn_momentum=0.99,
-                 **kwargs):
+                 bn_warmup=False, **kwargs):
         super().__init__(**kwargs)
-        self.filters, self.kernel_size, self.bn_momentum = filters, kernel_size, bn_momentum
+        self.filters, self.kernel_size, self.bn_momentum, self.bn_warmup = filters, kernel_size, bn_momentum, bn_warmup
         self.coupled, self.self_loop, self.stacked = coupled, self_loop, stacked
         kernel_sets = 1 if coupled else 2
         self.convs = [layers.Conv2D(filters, kernel_size, padding="same", activation="relu",
                                     kernel_initializer=KERNEL_INIT, name=f"W{i % 4 + 1}" + ("" if coupled else f"_s{i // 4}"))
                       for i in range(4 * kernel_sets)]
         stages = 2 if self_loop else 1
-        self.norms = [StreamBatchNorm(2, bn_momentum, name=f"bn_stage{i // 4 + 1}_W{i % 4 + 1}") for i in range(4 * stages)]
+        self.norms = [StreamBatchNorm(2, bn_momentum, warmup=bn_warmup, name=f"bn_stage{i // 4 + 1}_W{i % 4 + 1}") for i in range(4 * stages)]
 
     def build(self, input_shapes):
         shape = input_shapes[0]
@@ -185,7 +204,7 @@ class CoupledSelfLoopingBlock(layers.Layer):
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
                 "coupled": self.coupled, "self_loop": self.self_loop, "stacked": self.stacked,
-                "bn_momentum": self.bn_momentum}
+                "bn_momentum": self.bn_momentum, "bn_warmup": self.bn_warmup}
 
 
 @keras.saving.register_keras_serializable(PACKAGE)

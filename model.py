@@ -31,6 +31,7 @@ select = "last"  # checkpoint: last (honest) | val (best on the carved validatio
 precision = "float32"  # float32 | mixed (bfloat16 on CPUs, float16 on GPUs; outputs stay float32)
 stacked_streams = True  # both streams through each shared convolution as one batch: same result, faster on a GPU
 ema = 0.995  # keep and evaluate a moving average of the weights over ~1/(1-ema) steps (docs/ema-study.md); 0: off (the paper)
+warmup = True  # the average and the batch-norm statistics decay by min(m, (1+t)/(10+t)) at step t (averaging.py): short runs keep no initial weights
 trace_test = False  # studies only: log TEST accuracy after every epoch (raw and averaged); never selects
 seed = 0
 deterministic = "auto"  # auto | true | false; auto: on where every kernel is known to have a deterministic version
@@ -56,7 +57,7 @@ import training  # noqa: E402
 from fileio import sha256  # noqa: E402
 from network import PRECISIONS, architecture, build_model, gpu_count, parse_kernel_sizes, set_precision  # noqa: E402
 from patchfile import PatchFile, PatchFileError  # noqa: E402
-from report import plot_curves  # noqa: E402
+import report  # noqa: E402
 
 CHOICES = {"select": list(rundir.PROTOCOLS), "precision": list(PRECISIONS),
            "deterministic": list(determinism.CHOICES), "fast_path": ["auto", "off"]}
@@ -112,7 +113,7 @@ def new_run(config, argv):
         "runs", f"{info['dataset']}-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}")
     rundir.prepare_new(run_dir, config["overwrite"])
     config = {**config, "out": run_dir, "data": os.path.abspath(config["data"])}
-    config.update(architecture=architecture(config, info), protocol=rundir.protocol_text(config["select"], config["ema"]),
+    config.update(architecture=architecture(config, info), protocol=rundir.protocol_text(config["select"], config["ema"], config["warmup"]),
                   data_sha256=sha256(config["data"]), dataset=info["dataset"], synthetic=info["synthetic"],
                   command=shlex.join(["python", "model.py", *argv]), keras=keras.__version__,
                   backend=keras.backend.backend(), gpus=gpu_count(), started=rundir.now())
@@ -128,7 +129,7 @@ def train(config, state, max_minutes=0.0):
         info, data = pf.info(), pf.load("train")
         if held_out:
             pf.group(held_out)  # fail now, not after the first epoch
-    print(f"{info['dataset']}{' (synthetic)' if info['synthetic'] else ''}: {len(data['label'])} training "
+    print(f"{report.dataset_label(info['dataset'], info['synthetic'], False, info['data_label'])}: {len(data['label'])} training "
           f"patches x 4 rotations, {info['hsi_bands']} + {info['aux_bands']} bands, {info['num_classes']} classes; "
           f"checkpoint: {config['protocol']}")
     note = training.averaging_note(config, len(data["label"]))
@@ -151,7 +152,7 @@ def train(config, state, max_minutes=0.0):
         raise rundir.RunError(f"{e}: an op has no deterministic kernel on this device; run again with "
                               f"--deterministic false") from None
     rundir.finish(run_dir, state, config["select"])
-    plot_curves(os.path.join(run_dir, "history.csv"), os.path.join(run_dir, "curves.png"), config)
+    report.plot_curves(os.path.join(run_dir, "history.csv"), os.path.join(run_dir, "curves.png"), config)
     print_done(run_dir, state, config)
     return net
 

@@ -15,7 +15,8 @@ import keras
 import numpy as np
 from keras import layers
 
-import losses  # noqa: F401  (registers BatchRMSE, which a checkpoint's compile config names: averaged_values loads it)
+import averaging  # noqa: F401  (registers AveragedNadam and BatchRMSE, which a checkpoint's compile config names:
+import losses  # noqa: F401     averaged_values loads it)
 from layers import KERNEL_INIT, CoupledSelfLoopingBlock, CrossModalDecoder, SpectralStem
 
 PRECISIONS = {
@@ -25,7 +26,7 @@ PRECISIONS = {
 
 
 def branch(hsi, aux, kernel_size, filters=64, fusion_units=32, coupled=True, self_loop=True, stacked=True,
-           bn_momentum=0.99):
+           bn_momentum=0.99, bn_warmup=False):
     """One coupled self-looping branch of kernel size k: returns (fused 32-vector, HSI 256, aux 256)."""
     k = kernel_size
     conv = lambda name: layers.Conv2D(filters, k, padding="same", activation="relu",  # noqa: E731
@@ -33,7 +34,7 @@ def branch(hsi, aux, kernel_size, filters=64, fusion_units=32, coupled=True, sel
     x_hsi = conv(f"hsi_stem_k{k}")(SpectralStem(name=f"spectral_stem_k{k}")(hsi))
     x_aux = conv(f"aux_stem_k{k}")(aux)
     block = CoupledSelfLoopingBlock(filters, k, coupled=coupled, self_loop=self_loop, stacked=stacked,
-                                    bn_momentum=bn_momentum, name=f"coupled_block_k{k}")
+                                    bn_momentum=bn_momentum, bn_warmup=bn_warmup, name=f"coupled_block_k{k}")
     v_hsi, v_aux = block([x_hsi, x_aux])
     fused = layers.Dense(fusion_units, activation="relu", kernel_initializer=KERNEL_INIT, name=f"fusion_k{k}")(
         layers.Concatenate(name=f"concat_k{k}")([v_hsi, v_aux]))
@@ -41,14 +42,15 @@ def branch(hsi, aux, kernel_size, filters=64, fusion_units=32, coupled=True, sel
 
 
 def build_model(hsi_bands, aux_bands, num_classes, patch_size=11, filters=64, fusion_units=32,
-                kernel_sizes=(3, 5), coupled=True, self_loop=True, reconstruction=True, stacked=True, bn_momentum=0.99):
+                kernel_sizes=(3, 5), coupled=True, self_loop=True, reconstruction=True, stacked=True, bn_momentum=0.99,
+                bn_warmup=False):
     """The network of Fig. 1: inputs {'hsi': (P, P, B), 'aux': (P, P, A)}, outputs
     {'class': softmax over C, 'rec_aux': second modality from HSI features (H -> L),
      'rec_hsi': HSI from second-modality features (L -> H)}; without reconstruction only 'class'."""
     p = patch_size
     hsi = keras.Input((p, p, hsi_bands), name="hsi")
     aux = keras.Input((p, p, aux_bands), name="aux")
-    branches = [branch(hsi, aux, k, filters, fusion_units, coupled, self_loop, stacked, bn_momentum)
+    branches = [branch(hsi, aux, k, filters, fusion_units, coupled, self_loop, stacked, bn_momentum, bn_warmup)
                 for k in kernel_sizes]
     join = lambda xs, name: layers.Concatenate(name=name)(xs) if len(xs) > 1 else xs[0]  # noqa: E731
     fused = join([b[0] for b in branches], "concat_branches")
@@ -72,7 +74,8 @@ def architecture(config, data_attrs):
                 filters=config["filters"], fusion_units=config["fusion_units"],
                 kernel_sizes=parse_kernel_sizes(config["kernel_sizes"]), coupled=config["coupled"],
                 self_loop=config["self_loop"], reconstruction=config["reconstruction"],
-                stacked=config["stacked_streams"], bn_momentum=config["bn_momentum"])
+                stacked=config["stacked_streams"], bn_momentum=config["bn_momentum"],
+                bn_warmup=config.get("warmup", False))
 
 
 def parse_kernel_sizes(text):

@@ -38,10 +38,15 @@ def monitored(select):
     return f"{HELD_OUT[select]}_accuracy" if select in HELD_OUT else None
 
 
-def protocol_text(select, ema=0.0):
-    """The protocol as every table states it, naming averaged weights when they are what is kept."""
+WARMED_UP = ", warmed up: decay min(ema, (1 + t) / (10 + t)) at step t"
+
+
+def protocol_text(select, ema=0.0, warmup=False):
+    """The protocol as every table states it, naming averaged weights (and their warm-up) when they are what is kept."""
     text = PROTOCOLS[select]
-    return f"{text}; {AVERAGED.format(ema=ema)}" if ema else text
+    if not ema:
+        return text
+    return f"{text}; {AVERAGED.format(ema=ema)[:-1]}{WARMED_UP if warmup else ''})"
 
 
 def now():

@@ -13,21 +13,25 @@ import keras
 import numpy as np
 
 import rundir
+from averaging import AveragedNadam
 from losses import BatchRMSE
 from network import classifier, gpu_count, predict_split
 from patchfile import PatchFile
+from rotations import epoch_order, steps_per_epoch
 
 
 def compile_model(net, config):
     """Nadam on the joint objective: cross-entropy + lambda1 RMSE(H -> L) + lambda2 RMSE(L -> H).
-    With ema > 0 the optimizer also keeps an exponential moving average of the weights."""
+    With ema > 0 the optimizer also keeps an exponential moving average of the weights, warmed up
+    (averaging.py) when config["warmup"] is on."""
     losses = {"class": keras.losses.SparseCategoricalCrossentropy()}
     weights = {"class": 1.0}
     if config["reconstruction"]:
         losses.update(rec_aux=BatchRMSE(), rec_hsi=BatchRMSE())
         weights.update(rec_aux=config["lambda1"], rec_hsi=config["lambda2"])
     ema = config.get("ema", 0.0)
-    optimizer = keras.optimizers.Nadam(config["lr"], use_ema=ema > 0, ema_momentum=ema or 0.99)
+    optimizer = AveragedNadam(config["lr"], use_ema=ema > 0, ema_momentum=ema or 0.99,
+                              ema_warmup=bool(config.get("warmup", False)))
     net.compile(optimizer=optimizer, loss=losses, loss_weights=weights,
                 metrics={"class": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]})
 
@@ -49,11 +53,6 @@ def distribution_scope():
 
 
 # ----------------------------------------------------------------------------- input pipeline
-def steps_per_epoch(n_patches, batch_size):
-    """Batches in an epoch of every patch in its four rotations (the last one may be partial)."""
-    return math.ceil(4 * n_patches / batch_size)
-
-
 class RotatedPatches(keras.utils.PyDataset):
     """Every training patch in its four rotations (0, 90, 180, 270 degrees), shuffled anew each epoch.
 
@@ -92,12 +91,6 @@ class RotatedPatches(keras.utils.PyDataset):
 
     def on_epoch_end(self):
         self.epoch += 1
-
-
-def epoch_order(seed, epoch, n_patches):
-    """The order of epoch `epoch`: a permutation of the 4 n (patch, rotation) pairs, pair q being
-    patch q // 4 turned (q % 4) x 90 degrees."""
-    return np.random.default_rng([seed, epoch]).permutation(4 * n_patches)
 
 
 # ----------------------------------------------------------------------------- callbacks
@@ -148,17 +141,17 @@ def refit_batch_norm(net, data, batches=50, batch_size=256):
     running mean of the statistics of `batches` batches of training patches (forward passes in
     training mode, momentum 1 - 1/(i + 1) at the i-th). Trainable weights are unchanged."""
     norms = [layer for layer in net._flatten_layers() if hasattr(layer, "moving_mean")]
-    kept = [layer.momentum for layer in norms]
+    kept = [(layer.momentum, getattr(layer, "warmup", False)) for layer in norms]
     order = np.random.default_rng(0).permutation(len(data["label"]))
     try:
         for i in range(min(batches, -(-len(order) // batch_size))):
             pick = np.sort(order[i * batch_size:(i + 1) * batch_size])
             for layer in norms:
-                layer.momentum = i / (i + 1)  # i = 0 takes the first batch's statistics whole
+                layer.momentum, layer.warmup = i / (i + 1), False  # i = 0 takes the first batch's statistics whole
             net({"hsi": data["hsi"][pick], "aux": data["aux"][pick]}, training=True)
     finally:
-        for layer, momentum in zip(norms, kept):
-            layer.momentum = momentum
+        for layer, (momentum, warmup) in zip(norms, kept):
+            layer.momentum, layer.warmup = momentum, warmup
 
 
 class EpochClock(keras.callbacks.Callback):
@@ -196,10 +189,11 @@ class RunState(keras.callbacks.Callback):
 
 def averaging_note(config, n_patches):
     """A warning when the average spans too much of a short run: with ema m it reaches ~1/(1-m) steps
-    back, and a run of fewer than five times that keeps much of its first, untrained weights."""
+    back, and a run of fewer than five times that keeps much of its first, untrained weights. With the
+    warm-up on (averaging.py) no run is too short."""
     ema = config.get("ema", 0.0)
     steps = config["epochs"] * steps_per_epoch(n_patches, config["batch_size"])
-    if ema and steps < 5 / (1 - ema):
+    if ema and not config.get("warmup", False) and steps < 5 / (1 - ema):
         return (f"note: ema {ema:g} averages over about {1 / (1 - ema):.0f} steps, but this run has only {steps}: "
                 f"the average keeps much of the early weights; use more epochs or --ema 0 (off)")
     return None

@@ -1,12 +1,8 @@
-"""model.py as a training script: input pipeline, schedule, run directory, resume, errors, backends."""
-import csv
-import importlib.util
+"""model.py as a training script: input pipeline, schedule, errors, the joint loss, saving, and weight
+averaging and batch-norm statistics step by step."""
 import json
 import os
 import shlex
-import shutil
-import subprocess
-import sys
 
 import h5py
 import numpy as np
@@ -17,26 +13,16 @@ import keras
 import DataPrepare
 import model
 import network
-import rundir
 import training
-from network import build_model, classifier
+from network import build_model
 from patchfile import PatchFile
+from runs import TINY, train
 from training import RotatedPatches, lr_at
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--ema", "0", "--filters", "8", "--fusion_units", "8"]
-
-
-def train(args):
-    model.main(args)
-
-
-def history(run):
-    with open(os.path.join(run, "history.csv")) as f:
-        return list(csv.DictReader(f))
 
 
 # ----------------------------------------------------------------------------- pipeline and schedule
+
+
 def test_each_epoch_holds_every_patch_in_its_four_rotations_once():
     n, p = 10, 5
     hsi = np.random.default_rng(0).uniform(0, 1, (n, p, p, 3)).astype("float32")
@@ -145,35 +131,6 @@ def test_a_non_empty_out_is_refused_and_left_untouched(demo_h5, tmp_path):
     assert os.listdir(run) == ["notes.txt"] and (run / "notes.txt").read_text() == "mine"
 
 
-@pytest.mark.slow
-def test_overwrite_starts_afresh_and_resume_checks_the_data_and_records_each_job(demo_h5, tmp_path):
-    data, run = str(tmp_path / "demo.h5"), str(tmp_path / "run")
-    shutil.copyfile(demo_h5, data)
-    common = ["--data", data, "--out", run, "--lr", "1e-3", *TINY]
-    train([*common, "--epochs", "1"])
-    train([*common, "--epochs", "1", "--overwrite"])
-    assert [r["epoch"] for r in history(run)] == ["0"]  # the first run's rows are gone with it
-    # max_minutes belongs to the job that set it: this one stops after its first epoch ...
-    train([*common, "--epochs", "3", "--overwrite", "--max_minutes", "1e-6"])
-    assert len(history(run)) == 1
-    train(["--resume", run, "--epochs", "2"])  # ... and this one runs to its end
-    train(["--resume", run, "--epochs", "3", "--max_minutes", "0"])
-    assert [r["epoch"] for r in history(run)] == ["0", "1", "2"]
-    config = json.load(open(os.path.join(run, "config.json")))
-    assert shlex.split(config["command"])[-2:] == ["--max_minutes", "1e-6"]  # the first job's command stays
-    assert [(j["overrides"], j["max_minutes"], j["from_epoch"]) for j in config["resumes"]] == \
-        [({"epochs": 2}, 0.0, 1), ({"epochs": 3}, 0.0, 2)]
-    assert shlex.split(config["resumes"][0]["command"]) == ["python", "model.py", "--resume", run, "--epochs", "2"]
-    recorded = config["data_sha256"]
-    with h5py.File(data, "a") as f:  # the same path, prepared again
-        f.attrs["seed"] = 99
-    before = sorted(os.listdir(run)), open(os.path.join(run, "config.json")).read()
-    with pytest.raises(SystemExit, match=rf"demo.h5: sha256 [0-9a-f]{{16}}\.\.\. is not {recorded[:16]}\.\.\., the file "
-                                         rf"{run} was trained on"):
-        train(["--resume", run, "--epochs", "4"])
-    assert (sorted(os.listdir(run)), open(os.path.join(run, "config.json")).read()) == before
-
-
 def test_select_val_needs_a_validation_group(tmp_path):
     path = str(tmp_path / "noval.h5")
     DataPrepare.main(["--dataset", "demo", "--out", path])
@@ -182,6 +139,8 @@ def test_select_val_needs_a_validation_group(tmp_path):
 
 
 # ----------------------------------------------------------------------------- the joint loss
+
+
 def test_logged_losses_are_ce_plus_lambda1_rmse_aux_plus_lambda2_rmse_hsi(demo_h5):
     """On one fixed batch, with lambda1 != lambda2: the loss Keras reports is the paper's sum."""
     keras.utils.set_random_seed(0)
@@ -219,6 +178,8 @@ def test_each_decoder_reconstructs_from_the_other_modality():
 
 
 # ----------------------------------------------------------------------------- saving
+
+
 def test_saving_and_loading_round_trips_predictions_exactly(tmp_path):
     net = build_model(10, 2, 3, patch_size=5, filters=8, fusion_units=8)
     training.compile_model(net, {**model.DEFAULTS, "lr": 1e-3})
@@ -232,21 +193,19 @@ def test_saving_and_loading_round_trips_predictions_exactly(tmp_path):
 
 
 # ----------------------------------------------------------------------------- weight averaging
+
+
 def test_a_run_too_short_for_its_average_is_warned():
     config = {"ema": 0.995, "epochs": 8, "batch_size": 64}  # 8 epochs of 2 steps: 16 steps, horizon 200
     assert "only 16" in training.averaging_note(config, 32) and "--ema 0" in training.averaging_note(config, 32)
     assert training.averaging_note({**config, "epochs": 20}, 2832) is None  # the stand-in: 3,540 steps
     assert training.averaging_note({**config, "ema": 0.0}, 32) is None
+    assert training.averaging_note({**config, "warmup": True}, 32) is None  # the warm-up keeps no initial weights
 
 
-def test_weight_averaging_is_the_moving_average_of_the_raw_weights(tmp_path):
-    """ema = m: after the first step the average is the weights; then avg = m avg + (1 - m) w after
-    every step. Computed here from the raw weights step by step, and read back from a saved
-    checkpoint the way evaluate.py reads it (network.load_classifier(averaged=True))."""
-    keras.utils.set_random_seed(0)
-    arch = dict(hsi_bands=6, aux_bands=1, num_classes=3, patch_size=5, filters=4, fusion_units=4)
-    net = build_model(**arch)
-    training.compile_model(net, {**model.DEFAULTS, "lr": 1e-2, "ema": 0.8})
+def fit_recording_weights(net, config):
+    """8 steps of batch 8 on random patches; returns the raw trainable weights after each step."""
+    training.compile_model(net, config)
     rng = np.random.default_rng(0)
     x = {"hsi": rng.uniform(0, 1, (32, 5, 5, 6)).astype("float32"), "aux": rng.uniform(0, 1, (32, 5, 5, 1)).astype("float32")}
     y = {"class": rng.integers(0, 3, 32), "rec_aux": x["aux"], "rec_hsi": x["hsi"]}
@@ -255,9 +214,24 @@ def test_weight_averaging_is_the_moving_average_of_the_raw_weights(tmp_path):
         on_train_batch_end=lambda b, logs: seen.append([v.numpy().copy() for v in net.trainable_variables]))
     net.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0, callbacks=[record])
     assert len(seen) == 8
+    return x, seen
+
+
+@pytest.mark.parametrize("warmup", [False, True])
+def test_weight_averaging_is_the_moving_average_of_the_raw_weights(tmp_path, warmup):
+    """ema = m: after the first step the average is the weights; then avg = d avg + (1 - d) w after
+    the step t (t = 1, 2, ...), with d = m, or with the warm-up d = min(m, (1 + t) / (10 + t)) as
+    TensorFlow's ExponentialMovingAverage(num_updates=t). Computed here from the raw weights step by
+    step, and read back from a saved checkpoint the way evaluate.py reads it
+    (network.load_classifier(averaged=True))."""
+    keras.utils.set_random_seed(0)
+    arch = dict(hsi_bands=6, aux_bands=1, num_classes=3, patch_size=5, filters=4, fusion_units=4)
+    net = build_model(**arch)
+    x, seen = fit_recording_weights(net, {**model.DEFAULTS, "lr": 1e-2, "ema": 0.8, "warmup": warmup})
     average = seen[0]
-    for weights in seen[1:]:
-        average = [0.8 * a + 0.2 * w for a, w in zip(average, weights)]
+    for t, weights in enumerate(seen[1:], start=1):
+        d = min(0.8, (1 + t) / (10 + t)) if warmup else 0.8
+        average = [d * a + (1 - d) * w for a, w in zip(average, weights)]
     net.save(tmp_path / "final.keras")  # fit's end put the average into the model; the optimizer keeps it too
     stored = network.averaged_values(str(tmp_path / "final.keras"))
     for want, got in zip(average, stored):
@@ -272,167 +246,25 @@ def test_weight_averaging_is_the_moving_average_of_the_raw_weights(tmp_path):
                                np.asarray(direct.predict(x, verbose=0)["class"]), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.slow
-def test_a_killed_run_with_weight_averaging_resumes_exactly_and_is_scored_averaged(demo_h5, tmp_path):
-    import evaluate
-    common = ["--data", str(demo_h5), "--lr", "1e-3", *TINY, "--ema", "0.9", "--select", "val"]
-    whole, resumed = str(tmp_path / "whole"), str(tmp_path / "resumed")
-    train([*common, "--out", whole, "--epochs", "3"])
-    train([*common, "--out", resumed, "--epochs", "2"])
-    train(["--resume", resumed, "--epochs", "3"])
-    assert without_times(history(resumed)) == without_times(history(whole))
-    same_weights(whole, resumed, "final.keras")
-    for a, b in zip(*(network.averaged_values(os.path.join(r, "final.keras")) for r in (whole, resumed))):
-        np.testing.assert_array_equal(a, b)
-    evaluate.main(["--run", whole])
-    m = json.load(open(os.path.join(whole, "metrics.json")))
-    assert "averaged" in m["weights"] and "moving average, ema=0.9" in m["protocol"]
-    config = json.load(open(os.path.join(whole, "config.json")))
-    clf = network.load_classifier(config["architecture"], os.path.join(whole, "selected.keras"), averaged=True)
-    with PatchFile(demo_h5) as pf:
-        assert m["OA"] == pytest.approx(np.mean(network.predict_split(clf, pf, "test") == pf.labels("test")), abs=1e-12)
-
-
-# ----------------------------------------------------------------------------- end to end
-@pytest.mark.slow
-def test_short_training_lowers_every_loss_and_beats_chance(demo_h5, tmp_path):
-    run = str(tmp_path / "run")
-    train(["--data", str(demo_h5), "--out", run, "--epochs", "6", "--lr", "1e-3", "--filters", "16", "--fusion_units", "16",
-           "--bn_momentum", "0.9", "--ema", "0"])
-    rows = history(run)
-    for key in ("loss", "class_loss", "rec_aux_loss", "rec_hsi_loss"):
-        assert float(rows[-1][key]) < float(rows[0][key]), key
-    assert float(rows[-1]["class_loss"]) < 0.5 * float(rows[0]["class_loss"])
-    for name in ("config.json", "state.json", "final.keras", "selected.keras", "curves.png", "tensorboard"):
-        assert os.path.exists(os.path.join(run, name)), name
-    with PatchFile(demo_h5) as pf:
-        info, test = pf.info(), pf.load("test")
-    clf = classifier(keras.saving.load_model(os.path.join(run, "selected.keras")))
-    pred = np.argmax(clf.predict({"hsi": test["hsi"], "aux": test["aux"]}, verbose=0), -1)
-    accuracy = np.mean(pred == test["label"])
-    assert accuracy > 4 / info["num_classes"], accuracy  # chance is 1/6 on the demo scene
-    config = json.load(open(os.path.join(run, "config.json")))
-    assert config["epochs"] == 6 and config["protocol"] == rundir.PROTOCOLS["last"] and config["synthetic"]
-
-
-def without_times(rows):
-    return [{k: v for k, v in row.items() if k != "epoch_seconds"} for row in rows]
-
-
-def same_weights(run_a, run_b, name):
-    a, b = (keras.saving.load_model(os.path.join(r, name)) for r in (run_a, run_b))
-    for wa, wb in zip(a.get_weights(), b.get_weights()):
-        np.testing.assert_array_equal(wa, wb)
-
-
-@pytest.mark.slow
-def test_killed_runs_resume_to_exactly_the_uninterrupted_run(demo_h5, tmp_path):
-    """The learning rate decays every epoch here, so a resumed run on the wrong rate would differ.
-    Two kills: one after an epoch's history row only (a stray row), one after its final.keras but
-    before its state.json (a checkpoint ahead of the state)."""
-    common = ["--data", str(demo_h5), "--lr", "1e-3", "--lr_constant_epochs", "1", "--lr_decay", "0.7", *TINY,
-              "--select", "val"]
-    whole, stray, ahead = (str(tmp_path / n) for n in ("whole", "stray", "ahead"))
-    train([*common, "--out", whole, "--epochs", "4"])
-    rate = keras.saving.load_model(os.path.join(whole, "final.keras")).optimizer.learning_rate
-    assert float(rate) == pytest.approx(1e-3 * np.exp(-0.7 * 3), rel=1e-5)  # epoch 4's rate
-
-    train([*common, "--out", stray, "--epochs", "2"])
-    with open(os.path.join(stray, "history.csv")) as f:
-        last = f.read().splitlines()[-1]
-    with open(os.path.join(stray, "history.csv"), "a") as f:  # epoch 3's row, logged just before a kill
-        f.write("2," + last.split(",", 1)[1] + "\n")
-    train(["--resume", stray, "--epochs", "4"])
-
-    train([*common, "--out", ahead, "--epochs", "2"])
-    state_after_2 = open(os.path.join(ahead, "state.json")).read()
-    train(["--resume", ahead, "--epochs", "3"])
-    with open(os.path.join(ahead, "state.json"), "w") as f:  # killed before epoch 3's state.json
-        f.write(state_after_2)
-    train(["--resume", ahead, "--epochs", "4"])
-
-    want = json.load(open(os.path.join(whole, "state.json")))
-    for run in (stray, ahead):
-        assert without_times(history(run)) == without_times(history(whole)), run
-        for name in ("final.keras", "selected.keras"):
-            same_weights(whole, run, name)
-        state = json.load(open(os.path.join(run, "state.json")))
-        assert {k: state[k] for k in ("epochs_done", "selected_epoch", "best")} == \
-            {k: want[k] for k in ("epochs_done", "selected_epoch", "best")}
-    rows = history(whole)
-    assert want["selected_epoch"] == 1 + max(range(4), key=lambda e: float(rows[e]["val_accuracy"]))
-
-
-@pytest.mark.slow
-def test_authors_protocol_without_reconstruction(demo_h5, tmp_path):
-    """--select authors monitors the TEST split and keeps its best epoch; --reconstruction false
-    trains the classification path alone."""
-    run = str(tmp_path / "run")
-    train(["--data", str(demo_h5), "--out", run, "--epochs", "3", "--lr", "3e-3", *TINY, "--select", "authors",
-           "--reconstruction", "false", "--bn_momentum", "0.9"])
-    rows = history(run)
-    assert "test_accuracy" in rows[0] and not any(k.startswith("rec_") for k in rows[0])
-    state = json.load(open(os.path.join(run, "state.json")))
-    accs = [float(r["test_accuracy"]) for r in rows]
-    assert state["selected_epoch"] == 1 + int(np.argmax(accs)) and state["best"] == max(accs)
-    net = keras.saving.load_model(os.path.join(run, "selected.keras"))
-    assert list(net.output) == ["class"]
-    with PatchFile(demo_h5) as pf:
-        test = pf.load("test")
-    pred = network.predict_labels(net, test["hsi"], test["aux"])
-    assert np.mean(pred == test["label"]) == pytest.approx(state["best"], abs=1e-9)  # the logged TEST accuracy
-    config = json.load(open(os.path.join(run, "config.json")))
-    assert config["protocol"] == rundir.PROTOCOLS["authors"] and config["lambda1"] == 1.0
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("gpu", [False, True], ids=["bfloat16", "float16-loss-scaled"])
-def test_mixed_precision_training(demo_h5, tmp_path, monkeypatch, gpu):
-    """Mixed precision trains, saves and resumes: bfloat16 as on a CPU, and float16 with loss scaling
-    as on a GPU (the policy model.py picks when it sees one, forced here on the CPU)."""
-    monkeypatch.setattr(network, "gpu_count", lambda: int(gpu))
-    run = str(tmp_path / "run")
-    try:
-        train(["--data", str(demo_h5), "--out", run, "--epochs", "1", "--lr", "1e-3", *TINY, "--precision", "mixed"])
-        train(["--resume", run, "--epochs", "2"])
-        net = keras.saving.load_model(os.path.join(run, "final.keras"))
-    finally:
-        keras.mixed_precision.set_dtype_policy("float32")
-    want = "float16" if gpu else "bfloat16"
-    assert net.get_layer("coupled_block_k3").compute_dtype == want
-    assert isinstance(net.optimizer, keras.optimizers.LossScaleOptimizer) == gpu
-    rows = history(run)
-    assert len(rows) == 2 and all(np.isfinite(float(r["loss"])) for r in rows)
-    assert float(net.optimizer.learning_rate) == pytest.approx(1e-3)
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="JAX is not installed (CI installs it)")
-@pytest.mark.parametrize("stacked", ["true", "false"])
-def test_tiny_training_under_the_jax_backend(demo_h5, tmp_path, stacked):
-    """Both builds of the coupled block train under JAX without TensorFlow (the plain build's
-    per-stream batch-norm update once failed there), with weight averaging on, and the second epoch
-    resumes; evaluate.py then scores the averaged weights under JAX too."""
-    env = {**os.environ, "KERAS_BACKEND": "jax"}
-    run = str(tmp_path / "jax")
-    # as if TensorFlow were not installed: any import of it fails
-    code = ("import sys; sys.modules['tensorflow'] = None; import keras; "
-            "assert keras.backend.backend() == 'jax'; import model; model.main(sys.argv[1:])")
-    for args in (["--data", str(demo_h5), "--out", run, "--epochs", "1", "--lr", "1e-3", "--stacked_streams", stacked,
-                  "--select", "val", *TINY, "--ema", "0.9"], ["--resume", run, "--epochs", "2"]):
-        proc = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                              timeout=600)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    config = json.load(open(os.path.join(run, "config.json")))
-    assert len(history(run)) == 2 and config["backend"] == "jax" and config["stacked_streams"] == (stacked == "true")
-    if stacked == "true":
-        code = "import sys; sys.modules['tensorflow'] = None; import evaluate; evaluate.main(sys.argv[1:])"
-        proc = subprocess.run([sys.executable, "-c", code, "--run", run], cwd=ROOT, env=env, capture_output=True,
-                              text=True, timeout=600)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        m = json.load(open(os.path.join(run, "metrics.json")))
-        assert "averaged" in m["weights"] and "ema=0.9" in m["protocol"]
-        clf = network.load_classifier(config["architecture"], os.path.join(run, "selected.keras"), averaged=True)
-        with PatchFile(demo_h5) as pf:  # the JAX-trained checkpoint's average, scored here under TensorFlow
-            assert m["OA"] == pytest.approx(np.mean(network.predict_split(clf, pf, "test") == pf.labels("test")),
-                                            abs=0.01)
+def test_batch_norm_statistics_warm_up_step_by_step():
+    """StreamBatchNorm(warmup=True) in a compiled fit: after the t-th batch (t = 0, 1, ...) each
+    stream's moving mean and variance are d m + (1 - d) batch statistic, d = min(0.99, (1 + t) / (10 + t)),
+    the first batch mixing in a tenth of the initial zeros and ones."""
+    from layers import StreamBatchNorm
+    rng = np.random.default_rng(1)
+    n, steps = 4, 6
+    x = (rng.normal(size=(steps, 2 * n, 3, 3, 2)) * rng.uniform(1, 4, 2) + rng.uniform(-2, 2, 2)).astype("float32")
+    inp = keras.Input((3, 3, 2))
+    net = keras.Model(inp, StreamBatchNorm(2, 0.99, warmup=True, name="bn")(inp))
+    net.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse")
+    net.fit(x.reshape(-1, 3, 3, 2), np.zeros((steps * 2 * n, 3, 3, 2), "float32"), batch_size=2 * n,
+            shuffle=False, verbose=0)
+    mean, var = np.zeros((2, 2)), np.ones((2, 2))
+    for t in range(steps):
+        d = min(0.99, (1 + t) / (10 + t))
+        streams = x[t].reshape(2, n * 9, 2)  # stream 0 is the first half of each batch
+        mean, var = d * mean + (1 - d) * streams.mean(1), d * var + (1 - d) * streams.var(1)
+    bn = net.get_layer("bn")
+    np.testing.assert_allclose(bn.moving_mean.numpy(), mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), var, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(bn.updates.numpy(), [steps, steps])
