@@ -5,6 +5,7 @@ table laid out like the paper's (rows: classes, OA, AA, kappa; columns: methods;
     python reproduce.py --data data/demo.h5 --seeds 3,5,7 --methods network,rf --epochs 20 --lr 1e-3
     python reproduce.py --data data/houston2013.h5 --seeds 5 --gpus 0,1           # one run per GPU at a time
     python reproduce.py --data data/houston2013.h5 --seeds 5 --print-commands     # for a cluster's job array
+    python reproduce.py --data data/houston2013.h5 --seeds 5 --slurm --gpus-per-task 1 --time 4:00:00
 
 Methods (METHODS below): network (the full network), no_coupled, no_self_loop, no_reconstruction (its
 ablations, model.py --coupled/--self_loop/--reconstruction false), svm and rf (baselines.py). Any other
@@ -17,11 +18,17 @@ again does only what is left: a finished, evaluated run is kept; a run with fewe
 is started. A run directory made with other settings (or on another data file) is refused, naming each
 difference, before anything runs; the sweep never mixes runs of different settings into one table.
 
+With --slurm the remaining runs are submitted as one Slurm job array (sbatch; slurm.py), one array task
+per run, and nothing runs here; --partition, --gpus-per-task and --time become #SBATCH lines when given.
+The same command again, once the array is done, writes the table (and submits what is still left); while
+the array's tasks are pending or running, every call is refused, so that no run is done twice at once.
+
 Written into OUT: table.md, table.csv, table.json (accuracies as fractions in JSON, in % in Markdown and
 CSV; kappa a fraction everywhere).
 """
 import argparse
 import ast
+import contextlib
 import csv
 import difflib
 import json
@@ -34,10 +41,11 @@ import threading
 import time
 
 import rundir
+import slurm
 from fileio import replacing, sha256, write_json, write_text
 from metrics import aggregate_metrics
 from patchfile import PatchFile, PatchFileError
-from report import kappa_text, pct, pm
+from report import pm
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODEL, EVALUATE, BASELINES = (os.path.join(HERE, f) for f in ("model.py", "evaluate.py", "baselines.py"))
@@ -116,7 +124,8 @@ def parse_overrides(tokens, settings):
         name = name.replace("-", "_")
         if name not in settings:
             passable = sorted(set(settings) - set(SET_BY_SWEEP) - set(METHOD_FLAGS))
-            own = ["data", "seeds", "methods", "out", "gpus", "print-commands"]
+            own = ["data", "seeds", "methods", "out", "gpus", "print-commands", "slurm", "partition",
+                   "gpus-per-task", "time"]
             close = difflib.get_close_matches(name, passable + own + list(SET_BY_SWEEP), n=1)
             raise SweepError(f"unknown flag --{name}{f' (did you mean --{close[0]}?)' if close else ''}: neither "
                              f"reproduce.py's ({', '.join('--' + o for o in own)}) nor a hyperparameter of "
@@ -351,12 +360,13 @@ def plan(data, out, methods, seeds, settings, overrides, data_sha):
     return runs
 
 
-def shell_line(run):
-    """One complete shell command doing a run (and its evaluation), for a job array."""
+def shell_line(run, python="python"):
+    """One complete shell command doing a run (and its evaluation), for a job array. `python` is the
+    interpreter it names: --slurm gives sys.executable, as a batch job's PATH may find another."""
     def show(argv):
         script = argv[1]
         shown = os.path.basename(script) if os.path.abspath(os.getcwd()) == HERE else script
-        return shlex.join(["python", shown, *argv[2:]])
+        return shlex.join([python, shown, *argv[2:]])
     return f"cd {shlex.quote(os.getcwd())} && " + " && ".join(show(c) for c in run.commands)
 
 
@@ -436,6 +446,66 @@ def execute(runs, gpus=None):
     if failed:
         raise SweepError("failed: " + "; ".join(failed) + " (see its output above; fix it, then run the same "
                          "command again: finished runs are kept)")
+
+
+# ----------------------------------------------------------------------------- a Slurm job array
+SLURM_ONLY = ("partition", "gpus_per_task", "time")
+
+
+@contextlib.contextmanager
+def slurm_errors():
+    """slurm.py's errors as SweepErrors: main reports those as one message."""
+    try:
+        yield
+    except slurm.SlurmError as e:
+        raise SweepError(str(e)) from None
+
+
+def check_slurm_flags(args):
+    """--partition, --gpus-per-task and --time go with --slurm; --gpus and --print-commands do not.
+    With --slurm, sbatch and squeue must be on PATH before anything is planned."""
+    given = [f"--{k.replace('_', '-')}" for k in SLURM_ONLY if getattr(args, k) is not None]
+    if not args.slurm:
+        if given:
+            raise SweepError(f"{', '.join(given)} only with --slurm (they become #SBATCH lines of its job array)")
+        return
+    if args.gpus is not None:
+        raise SweepError("--gpus places runs on this machine's GPUs; with --slurm ask for each array task's GPUs "
+                         "with --gpus-per-task")
+    if args.print_commands:
+        raise SweepError("--print-commands and --slurm: choose one (the first prints the remaining runs' shell "
+                         "lines, the second submits them)")
+    with slurm_errors():
+        slurm.check_options(args.partition, args.gpus_per_task, args.time)
+        slurm.require("sbatch", "squeue")
+
+
+def refuse_while_queued(out):
+    """Refuse while the job array of an earlier --slurm submission (OUT/slurm/job.json) still has
+    tasks pending or running: its runs would otherwise be done twice at once."""
+    folder = os.path.join(out, "slurm")
+    with slurm_errors():
+        job = slurm.recorded_job(folder)
+        tasks = slurm.queued(job) if job else []
+    if tasks:
+        shown = ", ".join(tasks[:4]) + (f" and {len(tasks) - 4} more" if len(tasks) > 4 else "")
+        raise SweepError(f"job {job} of an earlier --slurm submission ({os.path.join(folder, slurm.RECORD)}) is "
+                         f"still in the queue ({shown}): nothing was submitted or run; wait until `squeue -j {job}` "
+                         f"lists nothing (or `scancel {job}`), then run the same command again")
+
+
+def submit_array(todo, out, args):
+    """The remaining runs as one job array, task i doing todo[i] by its shell_line; prints the job
+    id and the script's path. Runs nothing here."""
+    folder = os.path.join(out, "slurm")
+    tasks = [(f"{r.label}: {ACTIONS[r.action]} in {r.path}", shell_line(r, python=sys.executable)) for r in todo]
+    with slurm_errors():
+        job, script = slurm.submit(folder, tasks, f"reproduce-{os.path.basename(os.path.normpath(out))}",
+                                   args.partition, args.gpus_per_task, args.time)
+    print(f"submitted Slurm job {job}: {len(tasks)} array task(s) 0-{len(tasks) - 1}, script {script}, each task's "
+          f"output in {os.path.join(folder, f'{job}_<task>.out')}", flush=True)
+    print(f"when `squeue -j {job}` lists nothing, run the same command again: it writes the table, or submits "
+          f"what is left")
 
 
 # ----------------------------------------------------------------------------- the table
@@ -561,12 +631,22 @@ def build_parser():
     p.add_argument("--gpus", metavar="0,1", help="run one run per GPU at a time (CUDA_VISIBLE_DEVICES per run)")
     p.add_argument("--print-commands", "--print_commands", action="store_true",
                    help="print the remaining runs' shell commands, one per line, and run nothing")
+    p.add_argument("--slurm", action="store_true",
+                   help="submit the remaining runs as one Slurm job array (sbatch) and run nothing here; the same "
+                        "command again, once the array is done, writes the table")
+    p.add_argument("--partition", metavar="P", help="with --slurm: the partition (#SBATCH --partition)")
+    p.add_argument("--gpus-per-task", "--gpus_per_task", metavar="G",
+                   help="with --slurm: each array task's GPUs, e.g. 1 or a100:1 (#SBATCH --gpus-per-task)")
+    p.add_argument("--time", metavar="T",
+                   help="with --slurm: each array task's time limit, e.g. 4:00:00 (#SBATCH --time)")
     return p
 
 
 def sweep(argv):
-    """Plan, run and tabulate; returns the table (None with --print-commands). Raises SweepError."""
+    """Plan, run (or submit, with --slurm) and tabulate; returns the table (None with --print-commands
+    or after a submission). Raises SweepError."""
     args, extra = build_parser().parse_known_args(argv)
+    check_slurm_flags(args)
     methods = parse_methods(args.methods)
     seeds = parse_seeds(args.seeds)
     gpus = parse_gpus(args.gpus)
@@ -575,6 +655,7 @@ def sweep(argv):
     select = overrides["select"][1] if "select" in overrides else settings["select"]
     info, data_sha = check_data(args.data, methods, select)
     out = args.out or os.path.join("runs", f"reproduce-{os.path.splitext(os.path.basename(args.data))[0]}")
+    refuse_while_queued(out)
     runs = plan(args.data, out, methods, seeds, settings, overrides, data_sha)
     todo = [r for r in runs if r.action != "done"]
     if args.print_commands:
@@ -586,6 +667,9 @@ def sweep(argv):
     print(f"{info['dataset']}{' (SYNTHETIC)' if info['synthetic'] else ''}: {len(methods)} method(s) x "
           f"{len(seeds)} seed(s) = {len(runs)} runs in {out}; {len(runs) - len(todo)} done, {len(todo)} to do"
           f"{f' on GPUs {args.gpus}' if gpus and todo else ''}", flush=True)
+    if todo and args.slurm:
+        submit_array(todo, out, args)
+        return None
     if todo:
         execute(todo, gpus)
         runs = plan(args.data, out, methods, seeds, settings, overrides, data_sha)  # what the jobs left
