@@ -1,4 +1,4 @@
-"""A fast training and prediction path under the JAX backend (single device).
+"""A fast training and prediction path under the JAX backend (one device, or data parallel over several).
 
 Keras' `fit` under JAX is bound by host work on a fast accelerator: every step slices a batch on
 the host, ships it, and returns to Python (`steps_per_execution` is a host loop too). Here:
@@ -12,7 +12,14 @@ the host, ships it, and returns to Python (`steps_per_execution` is a host loop 
   a loop body 1.5 to 3 times slower than the same step compiled alone (measured on 1 and 2 cores),
   and a CPU has no dispatch latency to hide;
 - the state is written back into the Keras variables at the end of each epoch, so callbacks,
-  `net.save` and `classifier(net)` see a normal model.
+  `net.save` and `classifier(net)` see a normal model;
+- data parallel on several devices, under Keras' own `keras.distribution.DataParallel`
+  (training.distribution_scope sets it): its mesh and layouts, not another. The training arrays
+  and the order are replicated on every device (each gathers from all patches), each step's batch
+  is split along its first axis over the mesh's data axis (the distribution's get_data_layout),
+  and the variables keep the layouts the distribution gave them (replicated). jit compiles ONE
+  global program over the mesh: batch-norm statistics, losses and gradients are of the global
+  batch, the mathematics of one device (XLA adds the cross-device sums).
 
 `fit(...)` is a drop-in for `net.fit(RotatedPatches(...), epochs=, initial_epoch=, callbacks=,
 shuffle=False)`. Prediction: `cut_patches_device` (equal to `patchfile.cut_patches`),
@@ -33,15 +40,56 @@ CALL_BATCHES = 64  # prediction batches per device call (one lax.map) where the 
 
 
 def applies(config):
-    """Whether `fit` below replaces Keras' fit: the JAX backend on a single device, no distribution,
-    and config["fast_path"] (default "auto") not "off"."""
+    """Whether `fit` below replaces Keras' fit: the JAX backend, with no distribution (one device)
+    or data parallel (keras.distribution.DataParallel; not ModelParallel, whose sharded variables
+    this path does not lay out), and config["fast_path"] (default "auto") not "off"."""
     choice = config.get("fast_path", "auto")
     if choice not in FAST_PATH:
         raise ValueError(f"fast_path must be one of {', '.join(FAST_PATH)}, got {choice!r}")
     if choice == "off" or keras.backend.backend() != "jax":
         return False
+    return keras.distribution.distribution() is None or data_parallel() is not None
+
+
+# ----------------------------------------------------------------------------- layouts
+def data_parallel():
+    """The keras.distribution.DataParallel in force, or None (then everything is on one device)."""
+    dist = keras.distribution.distribution()
+    return dist if isinstance(dist, keras.distribution.DataParallel) else None
+
+
+def replicated(value, dist):
+    """`value` placed whole on every device of the distribution's mesh (on the default device
+    without one): the training arrays and the epoch's order, which every device gathers from."""
     import jax
-    return jax.device_count() == 1 and keras.distribution.distribution() is None
+    if dist is None:
+        return jax.device_put(value)
+    return jax.device_put(value, keras.distribution.TensorLayout([None] * np.ndim(value), dist.device_mesh).backend_layout)
+
+
+def batch_sharded(batch, dist):
+    """Inside the step: each array of the batch split along its first (batch) axis over the mesh's
+    data axis, as the distribution lays out data (get_data_layout; a sharding constraint under jit).
+    A batch that does not divide by the devices is padded by XLA, not refused."""
+    if dist is None:
+        return batch
+    import jax
+    return jax.tree.map(lambda t: keras.distribution.distribute_tensor(t, dist.get_data_layout(t.shape)), batch)
+
+
+def state_shardings(net, dist):
+    """The shardings of the step's state (trainable, non-trainable, optimizer, metrics variables,
+    _get_jax_state's order) as the distribution lays out each variable: under DataParallel
+    replicated, or the variable's own layout where it has one. None without a distribution."""
+    if dist is None:
+        return None
+    groups = (net.trainable_variables, net.non_trainable_variables, net.optimizer.variables, net.metrics_variables)
+    return tuple([backend_layout(dist.get_variable_layout(v)) for v in vs] for vs in groups)
+
+
+def backend_layout(layout):
+    """A jax.sharding.Sharding for a Keras TensorLayout (a variable's layout may be one already)."""
+    return layout.backend_layout if isinstance(layout, keras.distribution.TensorLayout) else layout
 
 
 # ----------------------------------------------------------------------------- training
@@ -55,14 +103,15 @@ def gather_turned(patches, picks, index):
     return jnp.reshape(out, (picks.shape[0], p, p, c))
 
 
-def device_batch(arrays, picks, reconstruction):
-    """The (x, y) batch RotatedPatches gives for these picks, built on the device."""
+def device_batch(arrays, picks, reconstruction, dist=None):
+    """The (x, y) batch RotatedPatches gives for these picks, built on the device; under a
+    DataParallel `dist` split over its devices along the batch axis (batch_sharded)."""
     hsi, aux, label, index = arrays
     h, a = gather_turned(hsi, picks, index), gather_turned(aux, picks, index)
     y = {"class": label[picks // 4]}
     if reconstruction:
         y.update(rec_aux=a, rec_hsi=h)
-    return {"hsi": h, "aux": a}, y
+    return batch_sharded(({"hsi": h, "aux": a}, y), dist)
 
 
 def use_scan():
@@ -72,14 +121,20 @@ def use_scan():
     return jax.default_backend() != "cpu"
 
 
-def epoch_function(net, batch_size, reconstruction, scan=True):
+def epoch_function(net, batch_size, reconstruction, scan=True, dist=None):
     """(state, arrays, order) -> state: one epoch of Keras' train_step over the batches of `order`.
     scan: the full batches as one jitted lax.scan and the last partial batch (if any) as one more
-    step, all one program; otherwise a host loop of one jitted step per batch."""
+    step, all one program; otherwise a host loop of one jitted step per batch. dist: a
+    DataParallel: each batch sharded over its mesh, the state kept in the variables' layouts (as
+    Keras' own jitted train_step keeps it, by out_shardings)."""
     import jax
+    shardings = state_shardings(net, dist)
+
+    def jit(function):
+        return jax.jit(function, donate_argnums=0, out_shardings=shardings)
 
     def step(state, arrays, picks):
-        _, new = net.train_step(state, device_batch(arrays, picks, reconstruction))
+        _, new = net.train_step(state, device_batch(arrays, picks, reconstruction, dist))
         # the carry keeps its exact structure and dtypes (scan refuses a list turned tuple)
         return tuple([jax.lax.convert_element_type(v, old.dtype) for v, old in zip(vs, olds)]
                      for vs, olds in zip(new, state))
@@ -95,11 +150,10 @@ def epoch_function(net, batch_size, reconstruction, scan=True):
         return state
 
     if scan:
-        return jax.jit(epoch, donate_argnums=0)
-    step_at = jax.jit(lambda state, arrays, order, start: step(
-        state, arrays, jax.lax.dynamic_slice_in_dim(order, start, batch_size)), donate_argnums=0)
-    tail = jax.jit(lambda state, arrays, order: step(state, arrays, order[order.shape[0] // batch_size * batch_size:]),
-                   donate_argnums=0)
+        return jit(epoch)
+    step_at = jit(lambda state, arrays, order, start: step(
+        state, arrays, jax.lax.dynamic_slice_in_dim(order, start, batch_size)))
+    tail = jit(lambda state, arrays, order: step(state, arrays, order[order.shape[0] // batch_size * batch_size:]))
 
     def loop(state, arrays, order):
         full = order.shape[0] // batch_size * batch_size
@@ -118,7 +172,10 @@ def fit(net, data, config, initial_epoch, epochs, callbacks, seed, verbose="auto
     train_step, callbacks and logs. (Keras' fit on RotatedPatches itself is shifted from that order
     under JAX: it calls the dataset's on_epoch_end once before the first epoch, and the prefetching
     workers of a fresh model drop the batch its build consumed.) scan: see epoch_function; None
-    chooses by device (use_scan). Returns net.history."""
+    chooses by device (use_scan). Under a keras.distribution.DataParallel (set before the model was
+    built or loaded, as training.distribution_scope does) the steps run data parallel over its
+    mesh (see the module's docstring): the same mathematics as one device, to float rounding.
+    Returns net.history."""
     import jax
     from keras.src.callbacks import CallbackList
     from keras.src.optimizers import Optimizer
@@ -137,8 +194,10 @@ def fit(net, data, config, initial_epoch, epochs, callbacks, seed, verbose="auto
     if reconstruction:
         y.update(rec_aux=first["aux"], rec_hsi=first["hsi"])
     net._symbolic_build(data_batch=(first, y))
-    arrays = tuple(jax.device_put(a) for a in (hsi, aux, label, rotation_index(p)))  # once
-    run_epoch = epoch_function(net, batch_size, reconstruction, use_scan() if scan is None else scan)
+    dist = data_parallel()
+    arrays = tuple(replicated(a, dist) for a in (hsi, aux, label, rotation_index(p)))  # once
+    run_epoch = epoch_function(net, batch_size, reconstruction, use_scan() if scan is None else scan, dist)
+    shardings = state_shardings(net, dist)
 
     if not isinstance(callbacks, CallbackList):
         callbacks = CallbackList(callbacks, add_history=True, add_progbar=verbose != 0, verbose=verbose,
@@ -152,10 +211,12 @@ def fit(net, data, config, initial_epoch, epochs, callbacks, seed, verbose="auto
             net.reset_metrics()
             callbacks.on_epoch_begin(epoch)  # the learning-rate scheduler assigns the rate here
             callbacks.on_train_batch_begin(0)
-            order = jax.device_put(epoch_order(seed, epoch, n).astype(np.int32))
+            order = replicated(epoch_order(seed, epoch, n).astype(np.int32), dist)
             # the variables' current values (after the callbacks); the step donates these buffers
             state = net._get_jax_state(trainable_variables=True, non_trainable_variables=True,
                                        optimizer_variables=True, metrics_variables=True)
+            if shardings is not None:  # in their layouts already when built under the distribution: no copy
+                state = jax.device_put(state, shardings)
             net._jax_state_synced = False
             state = run_epoch(state, arrays, order)
             net._jax_state = dict(zip(("trainable_variables", "non_trainable_variables", "optimizer_variables",
@@ -208,14 +269,16 @@ def as_classifier(model):
     return model
 
 
-def label_function(clf, patch_size, probabilities=False, scan=True):
+def label_function(clf, patch_size, probabilities=False, scan=True, dist=None):
     """jit(trainable, non_trainable, hsi, aux, coords (batches, batch, 2)) -> labels (batches, batch)
     (or the class probabilities, (batches, batch, C)), patches cut on the device: a lax.map over
-    the batches, or (scan=False) one batch, coords (1, batch, 2)."""
+    the batches, or (scan=False) one batch, coords (1, batch, 2). dist: a DataParallel: each
+    batch's pixels split over its devices (the scene and weights replicated on each)."""
     import jax
     import jax.numpy as jnp
 
     def one(trainable, non_trainable, hsi, aux, c):
+        c = batch_sharded(c, dist)  # each device cuts and classifies its share of the batch
         x = {"hsi": cut_patches_device(hsi, c, patch_size), "aux": cut_patches_device(aux, c, patch_size)}
         probs, _ = clf.stateless_call(trainable, non_trainable, x, training=False)
         return probs.astype(jnp.float32) if probabilities else jnp.argmax(probs, axis=-1).astype(jnp.int32)
@@ -243,8 +306,8 @@ def predict_pixels(clf, scene, coords, patch_size, batch_size=256, budget_bytes=
     The scene goes to the device whole if it fits in budget_bytes, else one band of rows at a time
     (plus patch_size // 2 rows of context each side; the last band is zero-filled to the same
     shape, which is the scene's zero border, so every band runs the same compiled program).
-    scan: see label_function; None chooses by device (use_scan)."""
-    import jax
+    scan: see label_function; None chooses by device (use_scan). Under a DataParallel, each batch is
+    split over its devices (label_function), whose weights may come from any device."""
     clf = as_classifier(clf)
     coords = np.asarray(coords).reshape(-1, 2)
     (h, w), r = scene["hsi"].shape[:2], patch_size // 2
@@ -257,8 +320,11 @@ def predict_pixels(clf, scene, coords, patch_size, batch_size=256, budget_bytes=
     rows = band_rows((h, w), [scene[m].shape[-1] for m in ("hsi", "aux")], patch_size, budget_bytes)
     height = min(h, rows + 2 * r) if rows < h else h
     scan = use_scan() if scan is None else scan
-    labels = label_function(clf, patch_size, probabilities, scan)
+    dist = data_parallel()
+    labels = label_function(clf, patch_size, probabilities, scan, dist)
     state = ([v.value for v in clf.trainable_variables], [v.value for v in clf.non_trainable_variables])
+    if dist is not None:  # on every device (no copy where the distribution laid them out already)
+        state = tuple([replicated(v, dist) for v in vs] for vs in state)
     order = np.argsort(coords[:, 0], kind="stable")
     starts = np.searchsorted(coords[order, 0], np.arange(0, h + rows, rows))
     for b, top in enumerate(range(0, h, rows)):
@@ -271,7 +337,7 @@ def predict_pixels(clf, scene, coords, patch_size, batch_size=256, budget_bytes=
             block = np.asarray(scene[m][lo:min(h, lo + height)], np.float32)
             if len(block) < height:  # rows below the scene: its zero border
                 block = np.concatenate([block, np.zeros((height - len(block), *block.shape[1:]), np.float32)])
-            band[m] = jax.device_put(block)
+            band[m] = replicated(block, dist)
         local = (coords[idx] - np.array([lo, 0])).astype(np.int32)
         # batches per call: CALL_BATCHES, fewer (a power of two: few compilations) for fewer pixels
         per_call = min(CALL_BATCHES, 1 << int(np.ceil(np.log2(-(-len(idx) // batch_size))))) if scan else 1

@@ -42,13 +42,19 @@ def lr_at(epoch, config):
 
 
 def distribution_scope():
-    """Several GPUs: data parallel (tf.distribute.MirroredStrategy, or keras.distribution under JAX)."""
-    if gpu_count() < 2:
-        return contextlib.nullcontext()
-    if keras.backend.backend() == "tensorflow":
+    """Several devices: data parallel. TensorFlow: tf.distribute.MirroredStrategy with two GPUs or
+    more (its scope). JAX: keras.distribution.DataParallel over the devices of the default backend
+    (GPUs, or the CPU's virtual devices of XLA_FLAGS=--xla_force_host_platform_device_count=N), set
+    for the whole process, not the block: the model is built or loaded inside the block, but
+    trained (fastpath.fit, sharded over the same mesh) after it."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        if gpu_count() < 2:
+            return contextlib.nullcontext()
         import tensorflow as tf
         return tf.distribute.MirroredStrategy().scope()
-    keras.distribution.set_distribution(keras.distribution.DataParallel())
+    if backend == "jax" and keras.distribution.get_device_count() >= 2:  # the default backend's devices
+        keras.distribution.set_distribution(keras.distribution.DataParallel())
     return contextlib.nullcontext()
 
 

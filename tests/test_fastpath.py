@@ -4,7 +4,8 @@ cut on the device against patchfile.cut_patches and network.py's host loops.
 The test process runs TensorFlow, so each JAX check runs in a subprocess (KERAS_BACKEND=jax,
 TensorFlow made unimportable) that calls one `scenario_*` function of this file and asserts there.
 Tiny shapes: 5 x 5 patches, 6 + 1 bands, 3 classes, 42 patches (4 x 42 = 168 pairs: ten batches of
-16 and a partial one of 8), filters 8. Compiled programs are kept in pytest's cache directory
+16 and a partial one of 8), filters 8. Data parallel runs use the CPU's virtual devices
+(XLA_FLAGS=--xla_force_host_platform_device_count=2 in the subprocess). Compiled programs are kept in pytest's cache directory
 (JAX's persistent compilation cache), so reruns skip most of XLA's compile time.
 """
 import importlib.util
@@ -28,10 +29,13 @@ def jax_cache(request):
     return str(request.config.cache.mkdir("jax-compilation-cache"))
 
 
-def run_jax(scenario, out, cache, *args):
-    """scenario_<name>(out, *args) of this file in a fresh JAX process; it asserts there."""
+def run_jax(scenario, out, cache, *args, devices=1):
+    """scenario_<name>(out, *args) of this file in a fresh JAX process; it asserts there. devices:
+    the CPU's (virtual) devices, set in XLA_FLAGS before JAX starts its backend."""
     env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": cache,
            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+    if devices > 1:
+        env["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}".strip()
     code = (f"import sys; sys.modules['tensorflow'] = None; sys.path[:0] = [{ROOT!r}, {HERE!r}]; "
             f"import test_fastpath as t; t.scenario_{scenario}(*sys.argv[1:])")
     proc = subprocess.run([sys.executable, "-c", code, str(out), *map(str, args)], cwd=ROOT, env=env,
@@ -85,6 +89,31 @@ def test_mixed_float16_with_loss_scaling(tmp_path, jax_cache):
 def test_patches_and_predictions_cut_on_the_device(tmp_path, jax_cache):
     r = run_jax("device_prediction", tmp_path, jax_cache)
     assert r["bands"] > 2  # the small budget did stream the scene in bands
+
+
+@needs_jax
+def test_two_devices_train_data_parallel_to_the_weights_logs_and_predictions_of_one(tmp_path, jax_cache):
+    """Two CPU devices under training.distribution_scope (keras.distribution.DataParallel): the
+    fast path runs with each batch split over both (the sharding XLA gave the batch inside the
+    compiled step, recorded at compile time), and ends where one device does at the same global
+    batch: weights, optimizer state (EMA included) and logs to float rounding; predictions split
+    over the devices give one device's labels. The host loop, what a CPU runs."""
+    r = run_jax("data_parallel_same_as_one_device", tmp_path, jax_cache, 0, 0.9, devices=2)
+    assert r["devices"] == 2 and r["batch_shards"] and all(n == 2 for n in r["batch_shards"])
+    assert r["patch_shards"] and all(n == 2 for n in r["patch_shards"])
+    assert r["max_weight_difference"] <= 1e-5
+    print(f"1 against 2 devices: largest weight difference {r['max_weight_difference']:.3g}, "
+          f"largest relative log difference {r['max_log_difference']:.3g}")
+
+
+@needs_jax
+def test_a_killed_two_device_run_resumes_exactly(tmp_path, jax_cache):
+    """Data parallel on two CPU devices: 2 epochs, save, reload (under the distribution), 1 more
+    equals 3 epochs straight, as for one device; the epoch as one lax.scan, what a GPU runs."""
+    r = run_jax("data_parallel_resume", tmp_path, jax_cache, 1, 0.0, devices=2)
+    assert r["applies"] is True and r["variable_devices"] == [2]
+    assert r["batch_shards"] and all(n == 2 for n in r["batch_shards"])
+    assert r["max_weight_difference"] <= 1e-6
 
 
 # ----------------------------------------------------------------------------- the JAX side (subprocess)
@@ -304,3 +333,113 @@ def scenario_device_prediction(out):
     assert fastpath.predict_pixels(clf, scene, np.zeros((0, 2), int), P).shape == (0,)
     bands = -(-h // fastpath.band_rows((h, w), (BANDS, AUX), P, 7 * row_bytes))
     write_result(out, bands=bands)
+
+
+def spy_shardings(module, name, pick):
+    """Wrap module.<name> so that, each time a compiled program that calls it is built, the
+    sharding XLA gave pick(its result) is recorded (jax.debug.inspect_array_sharding: at compile
+    time, so these programs skip the persistent cache). Returns the list of device counts."""
+    import jax
+    seen, original = [], getattr(module, name)
+
+    def spied(*args, **kwargs):
+        out = original(*args, **kwargs)
+        jax.debug.inspect_array_sharding(pick(out), callback=lambda s: seen.append(
+            0 if s.is_fully_replicated else len(s.device_set)))  # 0: on one device, or whole on each
+        return out
+
+    setattr(module, name, spied)
+    return seen
+
+
+def largest_differences(a, b, rtol=1e-4, atol=1e-5):
+    """(largest absolute difference of every variable, of the weights alone) after asserting each
+    within tolerance: 1 against 2 devices differ by the order of the cross-device sums."""
+    worst = {"all": 0.0, "weights": 0.0}
+    weights = {v.path for v in a.weights}
+    for (name, x), (_, y) in zip(variables(a), variables(b)):
+        assert x.shape == y.shape and x.dtype == y.dtype, name
+        np.testing.assert_allclose(y, x, rtol=rtol, atol=atol, err_msg=name)
+        gap = float(np.max(np.abs(x.astype(np.float64) - y))) if x.size else 0.0
+        worst["all"] = max(worst["all"], gap)
+        if name in weights:
+            worst["weights"] = max(worst["weights"], gap)
+    return worst
+
+
+def scenario_data_parallel_same_as_one_device(out, scan, ema):
+    import jax
+    import keras
+
+    import fastpath
+    import training
+    assert jax.device_count() == 2, jax.devices()
+    # lr 1e-4: two devices sum the batch's gradients and statistics in another order than one, a
+    # few ulps apart after the first step (1e-6 here); at 1e-3 Nadam's first steps amplify that
+    # past 1e-3 in two epochs (tiny_config's note), at 1e-4 the weights stay within 1e-6. A
+    # per-device statistic or loss is no rounding: it moves the first step itself (~lr).
+    config, data, scan = {**tiny_config(ema=float(ema)), "lr": 1e-4}, tiny_data(), bool(int(scan))
+    rng = np.random.default_rng(3)
+    scene = {"hsi": rng.uniform(0, 1, (13, 11, BANDS)).astype(np.float32),
+             "aux": rng.uniform(0, 1, (13, 11, AUX)).astype(np.float32)}
+    every = np.argwhere(np.ones((13, 11), bool))
+
+    one = tiny_net(config)  # no distribution yet: everything on the default device
+    start = variables(one)
+    assert fastpath.applies(config) and fastpath.data_parallel() is None
+    solo = fastpath.fit(one, data, config, 0, 2, [schedule(config)], SEED, verbose=0, scan=scan).history
+    want = fastpath.predict_pixels(one, scene, every, P, 16, probabilities=True, scan=scan)
+    assert {d for v in one.weights for d in v.value.sharding.device_set} == {jax.devices()[0]}
+
+    with training.distribution_scope():  # model.py's: DataParallel over the CPU's two devices
+        two = tiny_net(config)
+    dist = keras.distribution.distribution()
+    assert isinstance(dist, keras.distribution.DataParallel) and dist.device_mesh.shape == (2,)
+    assert fastpath.applies(config)
+    for (name, x), (_, y) in zip(start, variables(two)):  # the same start, now on both devices
+        np.testing.assert_array_equal(y, x, err_msg=name)
+    batch_shards = spy_shardings(fastpath, "device_batch", lambda xy: xy[0]["hsi"])
+    parallel = fastpath.fit(two, data, config, 0, 2, [schedule(config)], SEED, verbose=0, scan=scan).history
+    assert all(len(v.value.sharding.device_set) == 2 and v.value.sharding.is_fully_replicated
+               for v in [*two.weights, *two.optimizer.variables]), "variables not replicated as DataParallel lays them"
+    worst = largest_differences(one, two)
+    assert int(two.optimizer.iterations) == 2 * 11
+    assert sorted(parallel) == sorted(solo)
+    log_gap = 0.0
+    for key in solo:
+        np.testing.assert_allclose(parallel[key], solo[key], rtol=1e-4, err_msg=key)
+        log_gap = max(log_gap, float(np.max(np.abs(np.subtract(parallel[key], solo[key]) / np.abs(solo[key])))))
+
+    # prediction split over the two devices: one's weights, its one-device labels and probabilities
+    patch_shards = spy_shardings(fastpath, "cut_patches_device", lambda patches: patches)
+    got = fastpath.predict_pixels(one, scene, every, P, 16, probabilities=True, scan=scan)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(fastpath.predict_pixels(one, scene, every, P, 16, scan=scan), want.argmax(-1))
+    write_result(out, devices=jax.device_count(), batch_shards=batch_shards, patch_shards=patch_shards,
+                 max_weight_difference=worst["weights"], max_variable_difference=worst["all"], max_log_difference=log_gap)
+
+
+def scenario_data_parallel_resume(out, scan, ema):
+    import keras
+
+    import fastpath
+    import training
+    config, data, scan = tiny_config(ema=float(ema)), tiny_data(), bool(int(scan))
+    with training.distribution_scope():
+        whole = tiny_net(config)
+    assert isinstance(keras.distribution.distribution(), keras.distribution.DataParallel)
+    unspied = fastpath.device_batch
+    batch_shards = spy_shardings(fastpath, "device_batch", lambda xy: xy[0]["hsi"])  # in the scan's body too
+    fastpath.fit(whole, data, config, 0, 3, [schedule(config)], SEED, verbose=0, scan=scan)
+    fastpath.device_batch = unspied  # the runs below compare with this one: the persistent cache may serve them
+
+    part = tiny_net(config)  # the distribution is the process's: this one is laid out on both devices too
+    save = keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: part.save(os.path.join(out, "two.keras")))
+    fastpath.fit(part, data, config, 0, 2, [schedule(config), save], SEED, verbose=0, scan=scan)
+    part = keras.saving.load_model(os.path.join(out, "two.keras"))
+    history = fastpath.fit(part, data, config, 2, 3, [schedule(config)], SEED, verbose=0, scan=scan).history
+    assert len(history["loss"]) == 1
+    worst = assert_same_variables(whole, part, 1e-6, "3 epochs against 2 + reload + 1, on two devices")
+    assert float(part.optimizer.learning_rate) == pytest.approx(training.lr_at(2, config), rel=1e-6)
+    write_result(out, applies=fastpath.applies(config), max_weight_difference=worst, batch_shards=batch_shards,
+                 variable_devices=sorted({len(v.value.sharding.device_set) for v in part.weights}))
