@@ -11,6 +11,7 @@ import datetime
 import hashlib
 import os
 import sys
+import textwrap
 
 import numpy as np
 
@@ -37,6 +38,11 @@ def pm(s, kappa=False):
 
 def p_text(p):
     return "< 1e-300" if p < 1e-300 else f"= {p:.3g}"  # chi-square's tail underflows to 0
+
+
+def title_lines(*lines, width=110):
+    """A figure's title, each line wrapped so that long protocol texts are not cut at the edge."""
+    return "\n".join(textwrap.fill(line, width) for line in lines)
 
 
 def bin_span(b):
@@ -233,10 +239,10 @@ def plot_confusion(path, cm, names, m):
         ax=ax, cmap="Blues", values_format=".2f", xticks_rotation="vertical", colorbar=True,
         text_kw={"fontsize": 7 if len(names) > 10 else 9})
     ax.set(xlabel="predicted class", ylabel="true class")
-    ax.set_title(f"{m['dataset_label']}: confusion matrix, rows normalised\n{m['protocol']}\n"
-                 f"data normalised {m['normalisation']}\n"
-                 f"OA {pct(m['OA'])} %, AA {pct(m['AA'])} %, kappa {m['kappa']:.4f}, "
-                 f"{m['n_test']} test pixels", fontsize=9)
+    ax.set_title(title_lines(f"{m['dataset_label']}: confusion matrix, rows normalised", m["protocol"],
+                             f"data normalised {m['normalisation']}",
+                             f"OA {pct(m['OA'])} %, AA {pct(m['AA'])} %, kappa {m['kappa']:.4f}, "
+                             f"{m['n_test']} test pixels"), fontsize=9)
     fig.tight_layout()
     with replacing(path) as tmp:
         fig.savefig(tmp, dpi=120)
@@ -296,8 +302,8 @@ def plot_leakage(path, m):
     labels = [f"{bin_span(b)}\n{b['name']}" for b in bins]
     ax.set_xticks(x, labels, fontsize=8)
     ax.set(xlabel="Chebyshev distance to the nearest training pixel (pixels)", ylabel="accuracy (%)")
-    ax.set_title(f"{m['dataset_label']}: accuracy by distance to the training pixels\n{m['protocol']}\n"
-                 f"data normalised {m['normalisation']}", fontsize=9)
+    ax.set_title(title_lines(f"{m['dataset_label']}: accuracy by distance to the training pixels", m["protocol"],
+                             f"data normalised {m['normalisation']}"), fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, frameon=False)
     fig.tight_layout()
@@ -349,9 +355,9 @@ def write_map_files(pf, labels, seconds, batch_size, m, run_dir, suffix, y_pred)
         print(f"evaluate.py: warning: the map differs from the test predictions at "
               f"{len(coord) - agree} of {len(coord)} test pixels; its accuracy there is {pct(accuracy)} %, "
               f"OA on the test split {pct(m['OA'])} %", file=sys.stderr)
-    title = (f"{m['dataset_label']}: classification map, run {os.path.basename(os.path.normpath(m['run']))}\n"
-             f"{m['protocol']}; data normalised {m['normalisation']}; "
-             f"accuracy at the {int(at.sum())} test pixels {pct(accuracy)} %")
+    title = title_lines(f"{m['dataset_label']}: classification map, run {os.path.basename(os.path.normpath(m['run']))}",
+                        f"{m['protocol']}; data normalised {m['normalisation']}; "
+                        f"accuracy at the {int(at.sum())} test pixels {pct(accuracy)} %")
     written = write_map(pf, labels, run_dir, suffix, title)
     gt = [os.path.join(run_dir, f"ground_truth_{s}.png") for s in ("train", "test")]
     for path, split in zip(gt, ("train", "test")):
