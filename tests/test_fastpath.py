@@ -207,6 +207,22 @@ def write_result(out, **result):
         json.dump(result, f)
 
 
+def two_saved_then_one(config, data, out, scan):
+    """A fresh tiny net trained 2 fast epochs, saved at the epoch's end as model.py's RunState saves
+    (fit's end then puts the average into the model, which the checkpoint must not take for raw
+    weights), reloaded, and trained 1 more epoch; returns it."""
+    import keras
+
+    import fastpath
+    part = tiny_net(config)
+    save = keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: part.save(os.path.join(out, "two.keras")))
+    fastpath.fit(part, data, config, 0, 2, [schedule(config), save], SEED, verbose=0, scan=scan)
+    part = keras.saving.load_model(os.path.join(out, "two.keras"))
+    history = fastpath.fit(part, data, config, 2, 3, [schedule(config)], SEED, verbose=0, scan=scan).history
+    assert len(history["loss"]) == 1
+    return part
+
+
 def scenario_same_as_fit(out, reconstruction, ema, scan):
     import keras
 
@@ -228,8 +244,6 @@ def scenario_same_as_fit(out, reconstruction, ema, scan):
 
 
 def scenario_resume(out, scan, ema):
-    import keras
-
     import fastpath
     import network
     import training
@@ -238,14 +252,7 @@ def scenario_resume(out, scan, ema):
     whole = tiny_net(config)
     fastpath.fit(whole, data, config, 0, 3, [schedule(config)], SEED, verbose=0, scan=scan)
 
-    part = tiny_net(config)
-    # saved at the epoch's end, as model.py's RunState does: fit's end then puts the average into
-    # the model (finalize_variable_values), which the checkpoint must not take for raw weights
-    save = keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: part.save(os.path.join(out, "two.keras")))
-    fastpath.fit(part, data, config, 0, 2, [schedule(config), save], SEED, verbose=0, scan=scan)
-    part = keras.saving.load_model(os.path.join(out, "two.keras"))
-    history = fastpath.fit(part, data, config, 2, 3, [schedule(config)], SEED, verbose=0, scan=scan).history
-    assert len(history["loss"]) == 1
+    part = two_saved_then_one(config, data, out, scan)
     worst = assert_same_variables(whole, part, 1e-6, "3 epochs against 2 + reload + 1")
     assert float(part.optimizer.learning_rate) == pytest.approx(training.lr_at(2, config), rel=1e-6)
     x = {"hsi": data["hsi"], "aux": data["aux"]}
@@ -433,12 +440,7 @@ def scenario_data_parallel_resume(out, scan, ema):
     fastpath.fit(whole, data, config, 0, 3, [schedule(config)], SEED, verbose=0, scan=scan)
     fastpath.device_batch = unspied  # the runs below compare with this one: the persistent cache may serve them
 
-    part = tiny_net(config)  # the distribution is the process's: this one is laid out on both devices too
-    save = keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: part.save(os.path.join(out, "two.keras")))
-    fastpath.fit(part, data, config, 0, 2, [schedule(config), save], SEED, verbose=0, scan=scan)
-    part = keras.saving.load_model(os.path.join(out, "two.keras"))
-    history = fastpath.fit(part, data, config, 2, 3, [schedule(config)], SEED, verbose=0, scan=scan).history
-    assert len(history["loss"]) == 1
+    part = two_saved_then_one(config, data, out, scan)  # under the process's distribution: on both devices too
     worst = assert_same_variables(whole, part, 1e-6, "3 epochs against 2 + reload + 1, on two devices")
     assert float(part.optimizer.learning_rate) == pytest.approx(training.lr_at(2, config), rel=1e-6)
     write_result(out, applies=fastpath.applies(config), max_weight_difference=worst, batch_shards=batch_shards,
