@@ -269,8 +269,13 @@ def truncate_history(path, rows):
 RUN_ONLY = ("out", "resume", "overwrite", "max_minutes", "data")  # job settings, not the run's
 
 
+# What a run made before a setting existed did instead (its config.json lacks the key).
+BEFORE_IT_EXISTED = {"warmup": False}
+
+
 def differences(config, wanted):
     """'name: have X, want Y' for every setting in `wanted` that the run's config holds otherwise
     (job-only settings ignored): a sweep never adopts a run made with other settings."""
-    return [f"{k}: the run has {config.get(k)!r}, wanted {v!r}" for k, v in sorted(wanted.items())
-            if k not in RUN_ONLY and config.get(k) != v]
+    have = {**BEFORE_IT_EXISTED, **config}
+    return [f"{k}: the run has {have.get(k)!r}, wanted {v!r}" for k, v in sorted(wanted.items())
+            if k not in RUN_ONLY and have.get(k) != v]

@@ -3,7 +3,6 @@ directory made with other settings is refused before anything runs."""
 import contextlib
 import io
 import json
-import os
 import shlex
 import shutil
 import subprocess
@@ -15,6 +14,7 @@ import numpy as np
 import pytest
 
 import reproduce
+import rundir
 
 ROOT = Path(reproduce.__file__).resolve().parent
 # one branch, and whole batches of the demo's 4 x 120 patches: the training step is traced once
@@ -217,3 +217,9 @@ def test_a_run_made_with_other_settings_is_refused_naming_each_difference(sweep,
                             "--print-commands"])
     assert stdout == "" and "nothing left to do" in stderr
     assert [f.stat().st_mtime_ns for f in files] == mtimes
+
+
+def test_a_run_made_before_the_warm_up_existed_counts_as_without_it():
+    """Its config.json lacks 'warmup': it averaged with fixed decays, so only --warmup false adopts it."""
+    assert rundir.differences({"lr": 1e-3}, {"lr": 1e-3, "warmup": True}) == ["warmup: the run has False, wanted True"]
+    assert rundir.differences({"lr": 1e-3}, {"lr": 1e-3, "warmup": False}) == []
