@@ -122,7 +122,7 @@ def evaluate_run(run_dir, data=None, select=None, precision=None, batch_size=BAT
                                   make_map, command)
         y_pred, seconds = network.predict_test_timed(clf, pf, batch_size)
         m = test_report(pf, data, y_pred, stand_in, config, command)
-        m.update(run=run_dir, protocol=rundir.protocol_text(select, ema, config.get("warmup", False)), select=select, run_select=config["select"],
+        m.update(run=run_dir, protocol=rundir.protocol_text(select, config), select=select, run_select=config["select"],
                  checkpoint=f"{checkpoint}.keras", checkpoint_sha256=digest,
                  weights="averaged (ema {:g})".format(ema) if ema else "raw (no averaging)",
                  epochs_done=state.get("epochs_done"), selected_epoch=epoch,
@@ -147,10 +147,10 @@ def map_unlabelled(pf, clf, data, run_dir, config, select, checkpoint, digest, p
     labels, seconds = network.predict_scene_timed(clf, pf, pf.patch_size, batch_size)
     suffix = rundir.result_suffix(config, select, precision, data)
     title = (f"{pf.info()['dataset']}: classification map of {os.path.basename(data)} (no labels), run "
-             f"{os.path.basename(os.path.normpath(run_dir))}\n{rundir.protocol_text(select, config.get('ema', 0.0), config.get('warmup', False))}")
+             f"{os.path.basename(os.path.normpath(run_dir))}\n{rundir.protocol_text(select, config)}")
     written = write_map(pf, labels, run_dir, suffix, title)
     m = dict(run=run_dir, data=os.path.basename(data), data_path=os.path.abspath(data), data_sha256=sha256(data),
-             labelled=False, protocol=rundir.protocol_text(select, config.get("ema", 0.0), config.get("warmup", False)), select=select,
+             labelled=False, protocol=rundir.protocol_text(select, config), select=select,
              checkpoint=f"{checkpoint}.keras", checkpoint_sha256=digest, precision=precision,
              normalisation=pf.info()["normalisation"], georeferenced=pf.georef is not None,
              map=map_figures(labels, seconds, batch_size, run_file(run_dir, suffix)), command=command,

@@ -113,7 +113,7 @@ def new_run(config, argv):
         "runs", f"{info['dataset']}-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}")
     rundir.prepare_new(run_dir, config["overwrite"])
     config = {**config, "out": run_dir, "data": os.path.abspath(config["data"])}
-    config.update(architecture=architecture(config, info), protocol=rundir.protocol_text(config["select"], config["ema"], config["warmup"]),
+    config.update(architecture=architecture(config, info), protocol=rundir.protocol_text(config["select"], config),
                   data_sha256=sha256(config["data"]), dataset=info["dataset"], synthetic=info["synthetic"],
                   command=shlex.join(["python", "model.py", *argv]), keras=keras.__version__,
                   backend=keras.backend.backend(), gpus=gpu_count(), started=rundir.now())

@@ -15,8 +15,9 @@ import keras
 import numpy as np
 from keras import layers
 
-import averaging  # noqa: F401  (registers AveragedNadam and BatchRMSE, which a checkpoint's compile config names:
-import losses  # noqa: F401     averaged_values loads it)
+# Registered here because a checkpoint's compile config names them (averaged_values loads it):
+import averaging  # noqa: F401  (AveragedNadam)
+import losses  # noqa: F401  (BatchRMSE)
 from layers import KERNEL_INIT, CoupledSelfLoopingBlock, CrossModalDecoder, SpectralStem
 
 PRECISIONS = {

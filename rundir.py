@@ -26,7 +26,7 @@ PROTOCOLS = {
     "authors": "best TEST accuracy (the authors' protocol: optimistic, the test set chose the checkpoint)",
 }
 HELD_OUT = {"val": "val", "authors": "test"}  # the split whose accuracy each protocol monitors
-AVERAGED = "weights averaged while training (exponential moving average, ema={ema})"
+AVERAGED = "weights averaged while training (exponential moving average, ema={ema}{warmed_up})"
 
 
 class RunError(ValueError):
@@ -41,12 +41,14 @@ def monitored(select):
 WARMED_UP = ", warmed up: decay min(ema, (1 + t) / (10 + t)) at step t"
 
 
-def protocol_text(select, ema=0.0, warmup=False):
-    """The protocol as every table states it, naming averaged weights (and their warm-up) when they are what is kept."""
-    text = PROTOCOLS[select]
+def protocol_text(select, config):
+    """The protocol `select` as every table states it for a run of `config`, naming averaged weights
+    (and their warm-up) when they are what is kept."""
+    ema = config.get("ema", 0.0)
     if not ema:
-        return text
-    return f"{text}; {AVERAGED.format(ema=ema)[:-1]}{WARMED_UP if warmup else ''})"
+        return PROTOCOLS[select]
+    warmed_up = WARMED_UP if config.get("warmup", BEFORE_IT_EXISTED["warmup"]) else ""
+    return f"{PROTOCOLS[select]}; {AVERAGED.format(ema=ema, warmed_up=warmed_up)}"
 
 
 def now():
