@@ -108,7 +108,7 @@ def evaluate_run(run_dir, data=None, select=None, precision=None, batch_size=BAT
              f"made (metrics.json); run baselines.py again to remake it")
     select, checkpoint, epoch = choose_checkpoint(run_dir, config, state, select)
     data = data or config["data"]
-    precision = precision or config.get("precision", "float32")
+    precision = inference_precision(config, precision)
     ema = config.get("ema", 0.0)
     with open_data(data) as pf:
         check_compatible(pf, data, config["architecture"], run_dir)
@@ -127,7 +127,7 @@ def evaluate_run(run_dir, data=None, select=None, precision=None, batch_size=BAT
                  weights="averaged (ema {:g})".format(ema) if ema else "raw (no averaging)",
                  epochs_done=state.get("epochs_done"), selected_epoch=epoch,
                  epochs_planned=config.get("epochs"), precision=precision,
-                 training_precision=config.get("precision", "float32"),
+                 training_precision=rundir.training_precision(config),
                  test_seconds=round(seconds, 1), test_pixels_per_second=round(len(y_pred) / max(seconds, 1e-9), 1),
                  batch_size=batch_size)
         m["model"] = network_description(m)
@@ -161,6 +161,11 @@ def map_unlabelled(pf, clf, data, run_dir, config, select, checkpoint, digest, p
     return m
 
 
+def inference_precision(config, asked=None):
+    """float32 or mixed: the precision asked for ('auto' chosen on this machine), else the run's own."""
+    return network.resolve_precision(asked)[0] if asked else rundir.training_precision(config)
+
+
 def load_checkpoint(run_dir, config, checkpoint, precision):
     """The checkpoint's classification path; with weight averaging (ema > 0), its averaged weights."""
     try:
@@ -190,7 +195,7 @@ def run_metrics(run_dir, args):
         with open(path) as f:
             return json.load(f)
     select, checkpoint, _ = choose_checkpoint(run_dir, config, state, args.select)
-    precision = args.precision or config.get("precision", "float32")
+    precision = inference_precision(config, args.precision)
     data = args.data or config["data"]
     path = os.path.join(run_dir, f"metrics{rundir.result_suffix(config, select, precision, data)}.json")
     if os.path.isfile(path):

@@ -28,7 +28,7 @@ coupled = True  # ablation: False gives each stream its own kernels
 self_loop = True  # ablation: False keeps the forward stage only
 reconstruction = True  # ablation: False drops both decoders (lambda1 = lambda2 = 0)
 select = "last"  # checkpoint: last (honest) | val (best on the carved validation group) | authors (best on TEST)
-precision = "float32"  # float32 | mixed (bfloat16 on CPUs, float16 on GPUs; outputs stay float32)
+precision = "auto"  # auto: mixed on a CPU with bfloat16 hardware (amx_bf16, avx512_bf16), else float32 | float32 | mixed (bfloat16 on CPUs, float16 on GPUs)
 stacked_streams = True  # both streams through each shared convolution as one batch: same result, faster on a GPU
 ema = 0.995  # keep and evaluate a moving average of the weights over ~1/(1-ema) steps (docs/ema-study.md); 0: off (the paper)
 warmup = True  # the average and the batch-norm statistics decay by min(m, (1+t)/(10+t)) at step t (averaging.py): short runs keep no initial weights
@@ -55,7 +55,8 @@ import determinism  # noqa: E402
 import rundir  # noqa: E402
 import training  # noqa: E402
 from fileio import sha256  # noqa: E402
-from network import PRECISIONS, architecture, build_model, gpu_count, parse_kernel_sizes, set_precision  # noqa: E402
+from network import (PRECISIONS, architecture, build_model, gpu_count, parse_kernel_sizes,  # noqa: E402
+                     resolve_precision, set_precision)  # noqa: E402
 from patchfile import PatchFile, PatchFileError  # noqa: E402
 import report  # noqa: E402
 
@@ -117,6 +118,7 @@ def new_run(config, argv):
                   data_sha256=sha256(config["data"]), dataset=info["dataset"], synthetic=info["synthetic"],
                   command=shlex.join(["python", "model.py", *argv]), keras=keras.__version__,
                   backend=keras.backend.backend(), gpus=gpu_count(), started=rundir.now())
+    config["precision_used"], config["precision_reason"] = resolve_precision(config["precision"])
     rundir.write_config(run_dir, config)
     return config, {"epochs_done": 0}
 
@@ -136,7 +138,7 @@ def train(config, state, max_minutes=0.0):
     if note:
         print(note)
     deterministic = determinism.apply(config.get("deterministic", "auto"), config["seed"] + state["epochs_done"])
-    policy = set_precision(config["precision"])
+    policy = set_precision(rundir.training_precision(config))
     with training.distribution_scope():
         if state["epochs_done"]:
             net = keras.saving.load_model(rundir.checkpoint_path(run_dir, "final"))  # weights and optimiser state
@@ -144,7 +146,7 @@ def train(config, state, max_minutes=0.0):
             net = build_model(**config["architecture"])
             training.compile_model(net, config)
     callbacks = training.callbacks(config, held_out, max_minutes, rundir.monitored(config["select"]), state)
-    print(f"dtype policy {policy}, backend {keras.backend.backend()}, GPUs {gpu_count()}, {deterministic}, "
+    print(f"dtype policy {policy} ({config.get('precision_reason', 'asked for')}), backend {keras.backend.backend()}, GPUs {gpu_count()}, {deterministic}, "
           f"run directory {run_dir}")
     try:
         training.fit(net, data, config, state["epochs_done"], callbacks)

@@ -15,12 +15,16 @@ import keras
 import numpy as np
 from keras import layers
 
+import hardware
+
 # Registered here because a checkpoint's compile config names them (averaged_values loads it):
 import averaging  # noqa: F401  (AveragedNadam)
 import losses  # noqa: F401  (BatchRMSE)
 from layers import KERNEL_INIT, CoupledSelfLoopingBlock, CrossModalDecoder, SpectralStem
 
 PRECISIONS = {
+    "auto": "mixed where this machine computes bfloat16 in hardware (a CPU with amx_bf16 or avx512_bf16, "
+            "TensorFlow), else float32",
     "float32": "float32 throughout",
     "mixed": "mixed precision: bfloat16 on CPUs, float16 with loss scaling on GPUs; outputs float32",
 }
@@ -86,10 +90,29 @@ def parse_kernel_sizes(text):
     return sizes
 
 
+def resolve_precision(choice, flags=None):
+    """(float32 or mixed, why) for a precision choice; 'auto' by this machine (flags: the CPU's, for
+    tests). Mixed pays where bfloat16 is computed in hardware, through TensorFlow's oneDNN kernels;
+    on an AVX2-only CPU it is emulated and slower, and on the H200 float16 did not pay for the
+    stacked build (docs/performance.md)."""
+    if choice not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {choice!r}")
+    if choice != "auto":
+        return choice, "asked for"
+    if gpu_count():
+        return "float32", "auto on a GPU: float16 did not pay for the stacked build"
+    if keras.backend.backend() != "tensorflow":
+        return "float32", f"auto under {keras.backend.backend()} on a CPU: its bfloat16 kernels are not oneDNN's"
+    unit = hardware.bf16_unit(flags)
+    if unit:
+        return "mixed", f"auto: this CPU computes bfloat16 in hardware ({unit})"
+    return "float32", "auto: this CPU has no bfloat16 hardware (no amx_bf16, no avx512_bf16)"
+
+
 def set_precision(precision):
-    """float32, or mixed precision: bfloat16 on CPUs (AMX/AVX-512 BF16), float16 on GPUs."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    """float32, or mixed precision: bfloat16 on CPUs (AMX/AVX-512 BF16), float16 on GPUs; 'auto' as
+    resolve_precision chooses. Returns the dtype policy's name."""
+    precision = resolve_precision(precision)[0]
     policy = "float32" if precision == "float32" else ("mixed_float16" if gpu_count() else "mixed_bfloat16")
     keras.mixed_precision.set_dtype_policy(policy)
     return policy

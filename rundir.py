@@ -167,9 +167,15 @@ def result_suffix(config, select, precision, data=None):
     parts = [select] if select != config["select"] else []
     if data and os.path.abspath(data) != os.path.abspath(config["data"]):
         parts.append(os.path.splitext(os.path.basename(data))[0])
-    if precision != config.get("precision", "float32"):
+    if precision != training_precision(config):
         parts.append(precision)
     return "".join(f"-{part}" for part in parts)
+
+
+def training_precision(config):
+    """float32 or mixed: what the run trained in. precision 'auto' is chosen on the run's machine when
+    it starts and kept as precision_used, so a resumed run goes on in it wherever it resumes."""
+    return config.get("precision_used") or config.get("precision", "float32")
 
 
 def checkpoint_path(run_dir, checkpoint):

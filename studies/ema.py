@@ -55,11 +55,11 @@ def refit_score(run, data):
     from patchfile import PatchFile
     config = rundir.read_config(run)
     path = rundir.checkpoint_path(run, "final")
-    network.set_precision(config["precision"])
+    network.set_precision(rundir.training_precision(config))
     net = keras.saving.load_model(path)
     for var, value in zip(net.trainable_variables, network.averaged_values(path)):
         var.assign(value)
-    network.set_precision(config["precision"])
+    network.set_precision(rundir.training_precision(config))
     with PatchFile(data) as pf:
         training.refit_batch_norm(net, pf.load("train"))
         clf = network.classifier(net)
