@@ -4,6 +4,7 @@ preparation of scenes and the evaluation of runs, timed whole with their peak me
     python benchmark.py --data data/houston2013.h5            # any DataPrepare.py file
     python benchmark.py --data data/berlin.h5 --modes stacked-mixed --steps 20 --batch-size 128
     python benchmark.py --data data/houston2013.h5 --floor    # + the coupled blocks' convolutions alone
+    python benchmark.py --data data/houston2013.h5 --profile --rounds 1   # + where each step's time goes
     python benchmark.py --prepare houston2013=/tmp/houston2013.mat --prepare berlin=/tmp/synthetic
     python benchmark.py --evaluate runs/berlin --eval-precision mixed   # evaluate.py, whole test split
     python benchmark.py --data data/houston2013.h5 --fastpath   # JAX: Keras fit against fastpath.py
@@ -12,11 +13,15 @@ preparation of scenes and the evaluation of runs, timed whole with their peak me
 scenes at the real sizes) and prints its wall time, peak memory and file size; --evaluate RUN runs
 evaluate.py on a run and prints its wall time, peak memory and test-set pixels/s.
 
-Modes: 'plain' runs the two streams of each coupled block one after the other, 'stacked' runs both
-through each shared convolution as one batch (model.py's stacked_streams, the default); fp32, or
-mixed precision (bfloat16 on CPUs, float16 on GPUs). Training runs the whole network (both
-decoders), inference the classification path alone, as evaluate.py does. Every figure is relative
-to the first mode. --floor times the
+Modes (the default: keras, defaults, stacked-fp32, stacked-mixed; every figure relative to the first):
+'keras' is the authors' graph written in plain Keras (Keras layers only, fit on NumPy arrays), the
+build a user without this project would write; 'defaults' is model.py's block as it stands
+(precision auto, weight averaging, warm-up, op determinism), its s/epoch with the checkpoint model.py
+writes each epoch. 'plain' runs the two streams of each coupled block one after the other,
+'stacked' both through each shared convolution as one batch (model.py's stacked_streams); fp32, or
+mixed precision (bfloat16 on CPUs, float16 on GPUs); weight averaging off. Training runs the whole
+network (both decoders), inference the classification path alone, as evaluate.py does. --profile
+adds TensorFlow's per-op profile of each mode's step. --floor times the
 sixteen 64-channel convolutions of the coupled blocks alone: they carry most of the network's
 FLOPs, so their time bounds what any build using the same convolution kernels can reach on the
 machine. Outside the tests: it takes minutes.
@@ -33,30 +38,41 @@ import time
 import keras
 import numpy as np
 
+import determinism
+import hardware
 import network
 import training
+from fileio import sha256
+from layers import spectral_grid
 from patchfile import PatchFile
+from report import dataset_label
+from rotations import epoch_order
+from settings import model_settings
 
-MODES = {"plain-fp32": (False, "float32"), "stacked-fp32": (True, "float32"),
+PROFILED_STEPS = 5
+
+# keras: the authors' graph written in plain Keras (keras_reference), trained by fit on NumPy arrays,
+# as a user without this project would; defaults: model.py's block as it stands (precision auto,
+# weight averaging, warm-up, op determinism), trained through training.RotatedPatches. The others
+# are our network in one build and precision each, weight averaging off.
+MODES = {"keras": None, "defaults": None, "plain-fp32": (False, "float32"), "stacked-fp32": (True, "float32"),
          "plain-mixed": (False, "mixed"), "stacked-mixed": (True, "mixed")}
+DEFAULT_MODES = "keras,defaults,stacked-fp32,stacked-mixed"
 
-# The paper's hyperparameters (as in model.py's block, which scripts do not import), with weight
-# averaging off (model.py's default ema 0.995 adds one weight update per step; docs/performance.md is without it)
-PAPER = dict(batch_size=64, lr=6e-5, lambda1=1.0, lambda2=1.0, filters=64, fusion_units=32, kernel_sizes="3,5",
-             coupled=True, self_loop=True, reconstruction=True, bn_momentum=0.99, ema=0.0)
+
+def mode_config(name, batch_size):
+    """model.py's settings for a mode: its block itself for 'defaults', else with the build and
+    precision of the mode and averaging off."""
+    config = {**model_settings(), "batch_size": batch_size}
+    if name != "defaults":
+        stacked, precision = MODES.get(name) or (False, "float32")
+        config.update(stacked_streams=stacked, precision=precision, ema=0.0)
+    return config
 
 
 def machine():
-    cpu = platform.processor() or "?"
-    flags = ""
-    if os.path.exists("/proc/cpuinfo"):
-        info = open("/proc/cpuinfo").read()
-        names = [line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-        found = set(info.split())
-        flags = " ".join(f for f in ("avx512f", "avx512_bf16", "amx_bf16") if f in found)
     gpus = network.gpu_count()
-    return (f"{cpu}, {os.cpu_count()} cores ({flags}), {gpus} GPU(s); Python {platform.python_version()}, "
+    return (f"{hardware.describe()}, {gpus} GPU(s); Python {platform.python_version()}, "
             f"Keras {keras.__version__}, backend {keras.backend.backend()}")
 
 
@@ -64,11 +80,46 @@ def peak_gb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # kB on Linux
 
 
-def train_speed(net, batches, steps):
-    net.fit(batches, epochs=1, steps_per_epoch=3, verbose=0, shuffle=False)  # trace and warm up
+def train_speed(net, batches, steps, profile=None):
+    """Patches/s of `steps` batches of fit after 3 that trace and warm up; `profile`: a folder for
+    TensorFlow's profiler over PROFILED_STEPS more steps."""
+    fit_steps(net, batches, 3)
     start = time.perf_counter()
-    net.fit(batches, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False)
-    return steps * batches.batch_size / (time.perf_counter() - start)
+    fit_steps(net, batches, steps)
+    speed = steps * batches.batch_size / (time.perf_counter() - start)
+    if profile:
+        import tensorflow as tf
+        tf.profiler.experimental.start(profile)
+        fit_steps(net, batches, PROFILED_STEPS)
+        tf.profiler.experimental.stop()
+    return speed
+
+
+def fit_steps(net, batches, n):
+    if isinstance(batches, NumpyBatches):
+        return batches.fit(net, n)
+    net.fit(batches, epochs=1, steps_per_epoch=n, verbose=0, shuffle=False)
+
+
+def op_profile(folder):
+    """[(op type, ms per step, share)] of the profiled steps' busy time (every thread's self time,
+    idle left out), largest first; xprof (pip install tensorboard-plugin-profile) reads the trace."""
+    import glob
+    try:
+        from xprof.convert import raw_to_tool_data
+    except ImportError:
+        sys.exit("benchmark.py --profile reads TensorFlow's trace with xprof: pip install tensorboard-plugin-profile")
+    data, _ = raw_to_tool_data.xspace_to_tool_data(glob.glob(f"{folder}/**/*.xplane.pb", recursive=True),
+                                                   "framework_op_stats", {})
+    table = json.loads(data)[0]
+    cols = [c["id"] for c in table["cols"]]
+    busy = {}
+    for row in table["rows"]:
+        r = dict(zip(cols, [c.get("v") if isinstance(c, dict) else c for c in row["c"]]))
+        if r["type"] != "IDLE":
+            busy[r["type"]] = busy.get(r["type"], 0.0) + r["total_self_time"] / 1000 / PROFILED_STEPS
+    total = sum(busy.values())
+    return sorted(((t, ms, ms / total) for t, ms in busy.items()), key=lambda x: -x[1])
 
 
 def infer_speed(net, x, batch_size):
@@ -80,17 +131,116 @@ def infer_speed(net, x, batch_size):
 
 
 def bench_mode(name, info, train, test, args):
-    stacked, precision = MODES[name]
+    config = mode_config(name, args.batch_size)
+    precision, why = network.resolve_precision(config["precision"])
+    if name != "keras":  # as model.py runs: seeded, op determinism where it applies
+        determinism.apply(config["deterministic"], 0)
     policy = network.set_precision(precision)
-    config = {**PAPER, "batch_size": args.batch_size, "stacked_streams": stacked}
-    net = network.build_model(**network.architecture(config, info))
-    training.compile_model(net, config)
-    batches = training.RotatedPatches(train, config["batch_size"], seed=0)
-    train_ps = train_speed(net, batches, args.steps)
-    infer_ps = infer_speed(network.classifier(net), {"hsi": test["hsi"], "aux": test["aux"]}, args.infer_batch)
+    if name == "keras":
+        net, clf = keras_reference(info, config)
+        batches = NumpyBatches(train, config["batch_size"], 3 + args.steps + PROFILED_STEPS)
+    else:
+        net = network.build_model(**network.architecture(config, info))
+        training.compile_model(net, config)
+        clf = network.classifier(net)
+        batches = training.RotatedPatches(train, config["batch_size"], seed=0)
+    profile = f"/tmp/benchmark-profile-{os.getpid()}-{name}" if args.profile else None
+    train_ps = train_speed(net, batches, args.steps, profile)
+    epoch_extra = epoch_end_seconds(net) if name == "defaults" else 0.0
+    infer_ps = infer_speed(clf, {"hsi": test["hsi"], "aux": test["aux"]}, args.infer_batch)
     floor = conv_floor(info, config, args.steps, args.infer_batch) if args.floor else (None, None)
     keras.mixed_precision.set_dtype_policy("float32")
-    return dict(mode=name, policy=policy, train=train_ps, infer=infer_ps, floor_train=floor[0], floor_infer=floor[1])
+    return dict(mode=name, policy=policy, why=why, train=train_ps, infer=infer_ps, epoch_extra=epoch_extra,
+                floor_train=floor[0], floor_infer=floor[1], profile=op_profile(profile) if profile else None)
+
+
+def epoch_end_seconds(net):
+    """What model.py adds once an epoch beside the steps: final.keras written and its sha256 taken."""
+    path = f"/tmp/benchmark-checkpoint-{os.getpid()}.keras"
+    try:
+        start = time.perf_counter()
+        net.save(path)
+        sha256(path)
+        return time.perf_counter() - start
+    finally:
+        if os.path.exists(path):
+            os.remove(path)
+
+
+# ----------------------------------------------------------------------------- the plain Keras build
+class NumpyBatches:
+    """The first `batches` batches of epoch 0's four-rotation order, turned once into NumPy arrays, for
+    keras_reference's fit (what a user's script feeds Keras); fit(x, y) slices them itself."""
+
+    def __init__(self, train, batch_size, batches):
+        picks = epoch_order(0, 0, len(train["label"]))[:batch_size * batches]
+        patch, turns = picks // 4, picks % 4
+        self.x = {m: np.stack([np.rot90(train[m][i], t) for i, t in zip(patch, turns)]) for m in ("hsi", "aux")}
+        self.y = {"class": train["label"][patch].astype("int32"), "rec_aux": self.x["aux"], "rec_hsi": self.x["hsi"]}
+        self.batch_size, self.used = batch_size, 0
+
+    def fit(self, net, n):
+        """fit on the next n batches of the arrays."""
+        part = slice(self.used * self.batch_size, (self.used + n) * self.batch_size)
+        self.used += n
+        net.fit({m: a[part] for m, a in self.x.items()}, {m: a[part] for m, a in self.y.items()},
+                batch_size=self.batch_size, epochs=1, shuffle=False, verbose=0)
+
+
+def keras_reference(info, config):
+    """The authors' graph (Fig. 1) as a user writes it in plain Keras, without this project's layers:
+    the spectral stem as Reshape and Conv3D, shared Conv2D layers called on each stream, a Keras
+    BatchNormalization per application and stream, Add and Concatenate, Keras' own losses.
+    Returns (compiled model, classification path)."""
+    L, ops = keras.layers, keras.ops
+    p, bands, k_aux, filters = info["patch_size"], info["hsi_bands"], info["aux_bands"], config["filters"]
+    side = spectral_grid(bands)
+    hsi, aux = keras.Input((p, p, bands), name="hsi"), keras.Input((p, p, k_aux), name="aux")
+    cube = L.Reshape((p, p, side, side))(L.Lambda(lambda x: ops.pad(x, [[0, 0], [0, 0], [0, 0], [0, side * side - bands]]))(hsi))
+    fused, v_hsi, v_aux = [], [], []
+    for k in network.parse_kernel_sizes(config["kernel_sizes"]):  # each branch has its own spectral stem
+        spectral = L.Reshape((p, p, side * 12))(L.Conv3D(12, 3, padding="same", activation="relu")(cube))
+        conv = lambda: L.Conv2D(filters, k, padding="same", activation="relu")  # noqa: E731
+        shared = [conv() for _ in range(4)]
+        vectors = [coupled_stream(x0, shared, config["bn_momentum"]) for x0 in (conv()(spectral), conv()(aux))]
+        v_hsi.append(vectors[0])
+        v_aux.append(vectors[1])
+        fused.append(L.Dense(config["fusion_units"], activation="relu")(L.Concatenate()(vectors)))
+    join = lambda xs: L.Concatenate()(xs) if len(xs) > 1 else xs[0]  # noqa: E731
+    label = L.Dense(info["num_classes"], activation="softmax", dtype="float32", name="class")(join(fused))
+    outputs = {"class": label, "rec_aux": decoder(join(v_hsi), k_aux, p, "rec_aux"),
+               "rec_hsi": decoder(join(v_aux), bands, p, "rec_hsi")}
+    net = keras.Model({"hsi": hsi, "aux": aux}, outputs)
+    rmse = lambda y, y_hat: ops.sqrt(ops.mean(ops.square(ops.cast(y, y_hat.dtype) - y_hat)))  # noqa: E731
+    net.compile(keras.optimizers.Nadam(config["lr"]),
+                loss={"class": "sparse_categorical_crossentropy", "rec_aux": rmse, "rec_hsi": rmse},
+                loss_weights={"class": 1.0, "rec_aux": config["lambda1"], "rec_hsi": config["lambda2"]})
+    return net, keras.Model(net.inputs, label)
+
+
+def coupled_stream(x0, shared, momentum):
+    """One stream through a coupled self-looping block: forward stage, then looped stage (layers.py's equations)."""
+    L = keras.layers
+    f = lambda i, z: L.BatchNormalization(momentum=momentum)(shared[i](z))  # noqa: E731
+    y, acc = [], x0
+    for i in range(4):
+        y.append(f(i, acc))
+        acc = L.Add()([acc, y[i]]) if i < 3 else acc
+    for i in range(4):
+        y[i] = f(i, L.Add()([y[j] for j in range(4) if j != i]))
+    return L.GlobalAveragePooling2D()(L.Concatenate()(y))
+
+
+def decoder(v, channels, p, name):
+    """Cross-modal reconstruction: Dense(64), then 3x3 transposed convolutions up to P x P."""
+    L = keras.layers
+    x = L.Reshape((1, 1, 64))(L.Dense(64, activation="relu")(v))
+    growths = (p - 1) // 2
+    for i in range(growths - 1):
+        x = L.Conv2DTranspose(64, 3, activation="relu")(x)
+        if i < growths - 2:
+            x = L.Concatenate()([x, L.Conv2DTranspose(64, 3, padding="same", activation="relu")(x)])
+    return L.Conv2DTranspose(channels, 3, activation="sigmoid", dtype="float32", name=name)(x)
 
 
 def conv_floor(info, config, steps, infer_batch):
@@ -162,7 +312,8 @@ def time_evaluate(run_dir, precision):
     cmd = [sys.executable, "evaluate.py", "--run", run_dir] + (["--precision", precision] if precision else [])
     seconds, peak = timed(cmd)
     config, _ = rundir.read_run(run_dir)
-    suffix = rundir.result_suffix(config, config["select"], precision or config.get("precision", "float32"))
+    trained = rundir.training_precision(config)
+    suffix = rundir.result_suffix(config, config["select"], network.resolve_precision(precision)[0] if precision else trained)
     with open(report.run_file(run_dir, suffix)("metrics", "json")) as f:
         m = json.load(f)
     print(f"evaluate.py --run {run_dir}{f' --precision {precision}' if precision else ''}: {m['n_test']} test pixels "
@@ -185,7 +336,7 @@ def spawn(mode, args):
     cmd = [sys.executable, os.path.abspath(__file__), "--one", mode, "--data", args.data, "--steps", str(args.steps),
            "--batch-size", str(args.batch_size), "--infer-patches", str(args.infer_patches),
            "--infer-batch", str(args.infer_batch)] + \
-        (["--floor"] if args.floor else [])
+        (["--floor"] if args.floor else []) + (["--profile"] if args.profile else [])
     run = subprocess.run(cmd, capture_output=True, text=True)
     lines = [line for line in run.stdout.splitlines() if line.startswith("RESULT ")]
     if run.returncode or not lines:
@@ -206,7 +357,7 @@ def fastpath_one(args):
     side = args.one_fastpath
     with PatchFile(args.data) as pf:
         info, train, (h, w) = pf.info(), pf.load("train"), pf.shape
-        config = {**PAPER, "batch_size": args.batch_size, "stacked_streams": True}
+        config = mode_config("stacked-fp32", args.batch_size)
         if args.fast_filters:
             config.update(filters=args.fast_filters, fusion_units=min(config["fusion_units"], args.fast_filters))
         keras.utils.set_random_seed(0)
@@ -284,9 +435,7 @@ def fastpath_compare(args):
                           "predict_pixels_per_s": max(r["predict_pixels_per_s"], old["predict_pixels_per_s"])}
     fit = best["fit"]
     if fit["platform"] == "cpu":
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
-        model_name = [line.split(":", 1)[1].strip() for line in lscpu if line.startswith("Model name")]
-        where = f"CPU ({model_name[0] if model_name else platform.processor() or '?'}, {os.cpu_count()} cores)"
+        where = f"CPU ({hardware.describe()})"
     else:
         where = f"{fit['platform'].upper()} ({fit['device_kind']})"
     print(f"fast path under JAX on {where}: {args.data}, {fit['train_patches']} training pairs, batch "
@@ -312,16 +461,20 @@ def fastpath_compare(args):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", help="patch file from DataPrepare.py")
-    parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, of {', '.join(MODES)}")
+    parser.add_argument("--modes", default=DEFAULT_MODES, help=f"comma-separated, of {', '.join(MODES)}; "
+                        "the figures are relative to the first")
     parser.add_argument("--steps", type=int, default=20, help="timed training steps per mode")
-    parser.add_argument("--batch-size", type=int, default=PAPER["batch_size"],
-                        help="training batch (default: the paper's, 64)")
+    parser.add_argument("--batch-size", type=int, default=model_settings()["batch_size"],
+                        help="training batch (default: model.py's, the paper's 64)")
     parser.add_argument("--rounds", type=int, default=2, help="each mode is timed this many times, interleaved; "
                         "the best is kept (the machine may be shared)")
     parser.add_argument("--infer-patches", type=int, default=4096, help="test patches timed for inference")
     parser.add_argument("--infer-batch", type=int, default=256)
     parser.add_argument("--floor", action="store_true", help="also time the coupled blocks' convolutions alone "
                         "in each mode's precision: the ceiling for the network with this backend's convolutions")
+    parser.add_argument("--profile", action="store_true", help="also profile 5 training steps of each mode with "
+                        "TensorFlow's profiler and print where the time goes, by op type (needs xprof: pip "
+                        "install tensorboard-plugin-profile)")
     parser.add_argument("--prepare", action="append", metavar="DATASET=SOURCE", default=[],
                         help="time DataPrepare.py on a scene (repeatable), e.g. berlin=/tmp/synthetic, or "
                              "'muufl=data/muufl --train-per-class 100' with more DataPrepare flags")
@@ -357,27 +510,44 @@ def main():
         return
     with PatchFile(args.data) as pf:
         info = pf.info()
-    label = " (synthetic demo)" if info["synthetic"] else " (synthetic stand-in)" if args.stand_in else ""
-    print(f"{args.data}: {info['dataset']}{label}, {info['hsi_bands']} + {info['aux_bands']} bands, "
+    label = dataset_label(info["dataset"], info["synthetic"], args.stand_in, info.get("data_label", ""))
+    print(f"{args.data}: {label}, {info['hsi_bands']} + {info['aux_bands']} bands, "
           f"{info['num_classes']} classes, patch {info['patch_size']}; batch {args.batch_size}, "
           f"{args.steps} timed steps; "
           f"inference on {args.infer_patches} test patches, batch {args.infer_batch}; best of {args.rounds} rounds")
     modes = args.modes.split(",")
+    unknown = [m for m in modes if m not in MODES]
+    if unknown:
+        sys.exit(f"benchmark.py: unknown mode(s) {', '.join(unknown)}; known: {', '.join(MODES)}")
     best = {}
     for _ in range(args.rounds):
         for name in modes:
             r = spawn(name, args)
             old = best.get(name, r)
             best[name] = {**r, **{k: max(r[k], old[k]) for k in ("train", "infer", "peak_gb")},
-                          **{k: max(r[k], old[k]) for k in ("floor_train", "floor_infer") if r[k]}}
+                          **{k: max(r[k], old[k]) for k in ("floor_train", "floor_infer") if r[k]},
+                          "epoch_extra": min(r["epoch_extra"], old["epoch_extra"])}
+    print_modes(best, modes, args)
+
+
+def print_modes(best, modes, args):
+    """The table of modes, the ratios to the first (s per epoch include model.py's checkpoint of each
+    epoch for 'defaults'), and with --floor and --profile their extra tables."""
     def ms(patches_per_s):  # milliseconds per training batch
         return 1000 * args.batch_size / patches_per_s
+
+    def epoch_s(r):
+        return r["epoch_patches"] / r["train"] + r["epoch_extra"]
 
     for name in modes:
         r = best[name]
         print(f"  {name:13s} {r['policy']:15s} train {r['train']:6.1f} patches/s ({ms(r['train']):5.0f} ms/batch, "
-              f"{r['epoch_patches'] / r['train']:5.1f} s/epoch)   infer {r['infer']:6.1f} patches/s "
+              f"{epoch_s(r):5.1f} s/epoch)   infer {r['infer']:6.1f} patches/s "
               f"({r['scene_pixels'] / r['infer'] / 60:5.1f} min per full-scene map)   peak {r['peak_gb']:.2f} GB")
+    if "defaults" in best:
+        r = best["defaults"]
+        print(f"  defaults: precision {r['policy']} ({r['why']}); its s/epoch include {r['epoch_extra']:.2f} s for "
+              f"final.keras and its sha256 once an epoch")
     if args.floor:
         print("the coupled blocks' convolutions alone (forward + backward, both streams): the ceiling for any "
               "build of the network that uses this backend's convolutions on this machine:")
@@ -387,11 +557,20 @@ def main():
                   f"({ms(r['floor_train']):5.0f} ms/batch, {r['epoch_patches'] / r['floor_train']:5.1f} s/epoch)   "
                   f"infer {r['floor_infer']:6.1f} patches/s ({r['scene_pixels'] / r['floor_infer'] / 60:5.1f} min "
                   f"per full-scene map)")
+    if args.profile:
+        for name in modes:
+            ops_ = best[name]["profile"]
+            conv = sum(ms_ for t, ms_, _ in ops_ if "Conv" in t)
+            total = sum(ms_ for _, ms_, _ in ops_)
+            print(f"where {name}'s training step goes ({PROFILED_STEPS} profiled steps, every thread's busy time, "
+                  f"{total:.0f} ms per step in all; convolutions {100 * conv / total:.1f} %):")
+            for t, ms_, share in ops_[:12]:
+                print(f"  {t:44s} {ms_:8.1f} ms  {100 * share:5.1f} %")
     base = best[modes[0]]
-    print(f"relative to {base['mode']}:")
+    print(f"relative to {base['mode']} (training per epoch, inference per patch):")
     for name in modes:
-        print(f"  {name:13s} train x{best[name]['train'] / base['train']:.2f}   infer x{best[name]['infer'] / base['infer']:.2f}")
-
+        print(f"  {name:13s} train x{epoch_s(base) / epoch_s(best[name]):.2f}   "
+              f"infer x{best[name]['infer'] / base['infer']:.2f}")
 
 if __name__ == "__main__":
     main()

@@ -27,7 +27,6 @@ Written into OUT: table.md, table.csv, table.json (accuracies as fractions in JS
 CSV; kappa a fraction everywhere).
 """
 import argparse
-import ast
 import contextlib
 import csv
 import difflib
@@ -41,6 +40,7 @@ import threading
 import time
 
 import rundir
+import settings as settings_module
 import slurm
 from fileio import replacing, sha256, write_json, write_text
 from metrics import aggregate_metrics
@@ -74,21 +74,12 @@ class SweepError(ValueError):
 
 
 # ----------------------------------------------------------------------------- model.py's settings
-def model_settings(path=MODEL):
-    """{name: default} of the hyperparameter block at the top of model.py (between its first two
-    '# ----' lines), read as text: model.py is a script and is not imported."""
-    with open(path) as f:
-        lines = f.read().splitlines()
-    marks = [i for i, line in enumerate(lines) if line.startswith("# ----")]
-    if len(marks) < 2:
-        raise SweepError(f"{path}: no hyperparameter block between two '# ----' lines")
-    settings = {}
-    for node in ast.parse("\n".join(lines[marks[0] + 1:marks[1]])).body:
-        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-            value = ast.literal_eval(node.value)
-            if type(value) in (str, int, float, bool):
-                settings[node.targets[0].id] = value
-    return settings
+def model_settings():
+    """model.py's defaults (settings.py); SweepError where its block cannot be read."""
+    try:
+        return settings_module.model_settings(MODEL)
+    except (OSError, ValueError, SyntaxError) as e:
+        raise SweepError(str(e)) from None
 
 
 def parse_bool(text):

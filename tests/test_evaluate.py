@@ -14,7 +14,6 @@ import h5py
 import numpy as np
 import pytest
 
-import DataPrepare
 import evaluate
 import fileio
 import metrics
