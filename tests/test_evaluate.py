@@ -301,6 +301,7 @@ def test_stand_in_label_and_mixed_precision(trained_run, demo_h5, tmp_path, caps
     with h5py.File(data, "r+") as f:
         f.attrs["synthetic"], f.attrs["dataset"] = False, "houston2013"
     run = copy_run(trained_run, tmp_path / "run")
+    keras.mixed_precision.set_dtype_policy("float32")  # as a fresh process (a model.py run before may have left auto's)
     evaluate.main(["--run", str(run), "--data", str(data), "--stand-in", "--precision", "mixed"])
     # another data file and another precision: not the run's own metrics.json
     m = json.loads((run / "metrics-houston2013-mixed.json").read_text())

@@ -15,10 +15,15 @@ import pytest
 
 import reproduce
 import rundir
+import slurmcluster
+from slurmcluster import table_values, wait_for
 
 ROOT = Path(reproduce.__file__).resolve().parent
+cluster = slurmcluster.cluster  # the fixture: a one-node Slurm, or a skip (a failure in CI) saying why
 # one branch, and whole batches of the demo's 4 x 120 patches: the training step is traced once
-TINY = ["--ema", "0", "--filters", "4", "--fusion_units", "4", "--kernel_sizes", "3", "--lr", "1e-3", "--batch_size", "40"]
+# (float32: the same on every CI machine, whatever precision auto chooses there)
+TINY = ["--ema", "0", "--precision", "float32", "--filters", "4", "--fusion_units", "4", "--kernel_sizes", "3",
+        "--lr", "1e-3", "--batch_size", "40"]
 
 
 def refused(argv):
@@ -217,6 +222,36 @@ def test_a_run_made_with_other_settings_is_refused_naming_each_difference(sweep,
                             "--print-commands"])
     assert stdout == "" and "nothing left to do" in stderr
     assert [f.stat().st_mtime_ns for f in files] == mtimes
+
+
+@pytest.mark.slow
+def test_the_same_sweep_through_slurm_gives_the_same_table(sweep, cluster, tmp_path, request):
+    """reproduce.py --slurm submits what is left as one sbatch array (rf seed 0 was done by hand), refuses
+    while it is queued, then writes the table, equal to the local sweep's: 2 seeds x 2 methods."""
+    out = tmp_path / "via-slurm"
+    argv = with_flag(sweep["argv"], "--out", str(out))
+    shutil.copytree(sweep["out"] / "rf" / "seed0", out / "rf" / "seed0")
+    log, _ = quiet([*argv, "--slurm"])
+    job = json.loads((out / "slurm" / "job.json").read_text())["job_id"]
+    request.addfinalizer(lambda: subprocess.run(["scancel", job], capture_output=True))  # a failed test leaves none
+    assert "1 done, 3 to do" in log and f"submitted Slurm job {job}: 3 array task(s) 0-2" in log
+    script = (out / "slurm" / "sweep.sh").read_text()
+    assert "#SBATCH --array=0-2" in script and str(out / "network" / "seed0") in script
+    assert str(out / "rf" / "seed0") not in script and str(out / "rf" / "seed1") in script
+    assert not (out / "table.json").exists()
+    message = refused([*argv, "--slurm"])  # its runs take tens of seconds: still queued
+    assert f"job {job} of an earlier --slurm submission" in message and "still in the queue" in message
+    wait_for(job, out / "slurm")
+    logs = sorted((out / "slurm").glob(f"{job}_*.out"))
+    assert [p.name for p in logs] == [f"{job}_{i}.out" for i in range(3)]
+    log, _ = quiet([*argv, "--slurm"])  # all done: the table, as the local sweep writes it
+    assert "4 done, 0 to do" in log, {p.name: p.read_text()[-1500:] for p in logs}
+    assert "submitted" not in log and (out / "table.md").exists()
+    via, here = table_values(out), table_values(sweep["out"])
+    assert list(via) == list(here) and {"OA", "AA", "kappa"} <= set(via) and len(via) == 6 + 4
+    for row, values in here.items():
+        for method, (mean, std, n) in values.items():
+            assert via[row][method] == (pytest.approx(mean, abs=1e-12), pytest.approx(std, abs=1e-12), n), (row, method)
 
 
 def test_a_run_made_before_the_warm_up_existed_counts_as_without_it():

@@ -1,27 +1,16 @@
-"""reproduce.py --slurm: the job array's script (without Slurm), and a sweep through a real one-node
-Slurm on this machine that gives the same table as the local sweep.
-
-The cluster is started by .ci/slurm-up (munged, slurmctld, slurmd; CI installs the packages with
-`.ci/slurm-up --install`). When it cannot be started the end-to-end test skips, saying why, or
-fails when CI is set, as the tests of ../shared fail with REQUIRE_SHARED_DATA=1."""
+"""reproduce.py --slurm without Slurm: the job array's script, the submission and its refusals (stand-ins
+for sbatch and squeue on PATH). The sweep through a real one-node Slurm is in test_reproduce.py, where
+it shares the local sweep it is compared with."""
 import json
 import os
 import shlex
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
 
-import reproduce
 import slurm
 from test_reproduce import TINY, quiet, refused
-
-ROOT = Path(reproduce.__file__).resolve().parent
-SLURM_UP = ROOT / ".ci" / "slurm-up"
-WAIT_S = 900  # the array's 3 runs on 2 CPUs that another job may share
-
 
 def fake(bin_dir, name, body):
     """A stand-in for one of Slurm's commands on PATH: a shell script with `body`."""
@@ -109,71 +98,3 @@ def test_without_sbatch_on_path_slurm_is_not_installed(demo_h5, tmp_path, monkey
     monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch, no squeue
     message = refused(["--data", str(demo_h5), "--seeds", "1", "--out", str(tmp_path / "out"), "--slurm"])
     assert "sbatch, squeue not found on PATH: Slurm is not installed here" in message
-
-
-# ----------------------------------------------------------------------------- a real one-node Slurm
-def unavailable(reason):
-    """Skip, or fail where CI is set: there the cluster must come up."""
-    if os.environ.get("CI", "").lower() not in ("", "0", "false"):
-        pytest.fail(f"{reason} (CI is set, so this is an error, not a skip)")
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    """A one-node Slurm: .ci/slurm-up returns at once when sinfo shows it up, else starts it."""
-    try:
-        up = subprocess.run(["bash", str(SLURM_UP)], capture_output=True, text=True, timeout=180)
-    except subprocess.TimeoutExpired:
-        unavailable(f"{SLURM_UP} did not bring Slurm up within 180 s")
-    if up.returncode:
-        unavailable(f"no Slurm here: {SLURM_UP} failed: {(up.stderr or up.stdout).strip()[-500:]}")
-
-
-def wait_for(job, folder):
-    """Poll squeue until the array is gone (pending, running and completing tasks are listed)."""
-    deadline = time.time() + WAIT_S
-    while time.time() < deadline:
-        q = subprocess.run(["squeue", "-h", "-j", job, "-o", "%i %T"], capture_output=True, text=True)
-        if (q.returncode == 0 and not q.stdout.strip()) or "Invalid job id" in q.stderr:
-            return
-        time.sleep(3)
-    subprocess.run(["scancel", job])
-    tails = {p.name: p.read_text()[-1000:] for p in sorted(folder.glob(f"{job}_*.out"))}
-    pytest.fail(f"job {job} still in the queue after {WAIT_S} s (cancelled); its output: {tails}")
-
-
-def table_values(out):
-    """{row: {method: (mean, std, n)}} of a sweep's table.json: classes, OA, AA, kappa, leak-free OA."""
-    table = json.loads((out / "table.json").read_text())
-    return {r["row"]: {m: (v["mean"], v["std"], v["n"]) for m, v in r["values"].items()} for r in table["rows"]}
-
-
-@pytest.mark.slow
-def test_a_sweep_through_slurm_gives_the_local_sweeps_table(cluster, demo_h5, tmp_path, request):
-    out, local = tmp_path / "via-slurm", tmp_path / "local"
-    argv = ["--data", str(demo_h5), "--methods", "network,rf", "--seeds", "2", "--epochs", "1", *TINY]
-    subprocess.run([sys.executable, "baselines.py", "--data", str(demo_h5), "--method", "rf", "--seed", "0", "--out",
-                    str(out / "rf" / "seed0"), "--no-map"], cwd=ROOT, check=True, capture_output=True)  # by hand
-    log, _ = quiet([*argv, "--out", str(out), "--slurm"])
-    job = json.loads((out / "slurm" / "job.json").read_text())["job_id"]
-    request.addfinalizer(lambda: subprocess.run(["scancel", job], capture_output=True))  # a failed test leaves none
-    assert "1 done, 3 to do" in log and f"submitted Slurm job {job}: 3 array task(s) 0-2" in log
-    script = (out / "slurm" / "sweep.sh").read_text()
-    assert "#SBATCH --array=0-2" in script and str(out / "network" / "seed0") in script
-    assert str(out / "rf" / "seed0") not in script and str(out / "rf" / "seed1") in script
-    assert not (out / "table.json").exists()
-    message = refused([*argv, "--out", str(out), "--slurm"])  # its runs take tens of seconds: still queued
-    assert f"job {job} of an earlier --slurm submission" in message and "still in the queue" in message
-    wait_for(job, out / "slurm")
-    logs = sorted((out / "slurm").glob(f"{job}_*.out"))
-    assert [p.name for p in logs] == [f"{job}_{i}.out" for i in range(3)]
-    log, _ = quiet([*argv, "--out", str(out), "--slurm"])  # all done: the table, as the local sweep writes it
-    assert "4 done, 0 to do" in log, {p.name: p.read_text()[-1500:] for p in logs}
-    assert "submitted" not in log and (out / "table.md").exists()
-    quiet([*argv, "--out", str(local)])
-    via, here = table_values(out), table_values(local)
-    assert list(via) == list(here) and {"OA", "AA", "kappa"} <= set(via) and len(via) == 6 + 4
-    for row, values in here.items():
-        for method, (mean, std, n) in values.items():
-            assert via[row][method] == (pytest.approx(mean, abs=1e-12), pytest.approx(std, abs=1e-12), n), (row, method)
