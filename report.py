@@ -420,7 +420,9 @@ def plot_curves(history_csv, png, config):
         if key in rows[0]:
             ax_loss.plot(epochs, [float(r[key]) for r in rows], label=key)
     labels = {"class_accuracy": "training patches", "val_accuracy": "validation pixels",
-              "test_accuracy": "TEST pixels (authors' protocol: they choose the checkpoint)"}
+              "test_accuracy": "TEST pixels (authors' protocol: they choose the checkpoint)",
+              "test_accuracy_raw": "TEST pixels, raw weights (trace_test: a study, selects nothing)",
+              "test_accuracy_averaged": "TEST pixels, averaged weights (trace_test: a study, selects nothing)"}
     for key, label in labels.items():
         if key in rows[0]:
             ax_acc.plot(epochs, [float(r[key]) for r in rows], label=label)

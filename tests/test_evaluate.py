@@ -514,3 +514,19 @@ def test_compare_refuses_runs_on_other_test_pixels(trained_run, evaluated, tmp_p
     shutil.copy(other / "predictions.npy", same / "predictions.npy")
     with pytest.raises(SystemExit, match="no longer holds the test pixels .* was scored on"):
         evaluate.main(["--compare", str(other), str(same)])
+
+
+def test_the_curves_show_a_study_s_test_trace(tmp_path, monkeypatch):
+    """trace_test's columns (raw and averaged TEST accuracy per epoch) are drawn, labelled as a study's."""
+    import matplotlib.pyplot as plt
+    import report
+    shown = []
+    monkeypatch.setattr(plt, "close", lambda fig: shown.append(fig))
+    history = tmp_path / "history.csv"
+    history.write_text("epoch,loss,class_accuracy,test_accuracy_raw,test_accuracy_averaged\n"
+                       "0,2.0,0.3,0.40,0.38\n1,1.5,0.5,0.55,0.52\n")
+    report.plot_curves(str(history), str(tmp_path / "curves.png"), {"dataset": "demo", "out": "runs/x"})
+    lines = {line.get_label(): list(line.get_ydata()) for line in shown[0].axes[1].get_lines()}
+    assert lines["TEST pixels, raw weights (trace_test: a study, selects nothing)"] == [0.40, 0.55]
+    assert lines["TEST pixels, averaged weights (trace_test: a study, selects nothing)"] == [0.38, 0.52]
+    assert (tmp_path / "curves.png").stat().st_size > 0
