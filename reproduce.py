@@ -544,6 +544,7 @@ def build_table(runs, methods, seeds, info, data, data_sha, overrides, settings)
         units="accuracies as fractions (0..1), kappa as a fraction",
         methods=[dict(method=m, title=METHODS[m]["title"], kind=METHODS[m]["kind"], protocol=aggs[m]["protocol"],
                       model_flags={k: v for k, v in METHODS[m].get("flags", {}).items()},
+                      training_precision=aggs[m]["training_precision"],
                       runs=aggs[m]["runs"], n_runs=aggs[m]["n_runs"]) for m in methods],
         network_settings=network, network_select=select,
         paper=dict(dataset=info["dataset"], OA_percent=paper, protocol=PAPER_PROTOCOL,
@@ -566,6 +567,10 @@ def table_markdown(t):
     protocols = {}
     for m in t["methods"]:
         protocols.setdefault(m["protocol"], []).append(m["method"])
+    precisions = {}  # precision auto chooses by each run's machine: a table says what its runs trained in
+    for m in t["methods"]:
+        if m["kind"] == "network":
+            precisions.setdefault(", ".join(m.get("training_precision", ["n/a"])), []).append(m["method"])
     passed = " ".join(f"--{k} {shlex.quote(v)}" for k, v in t["network_settings"].items()) or "none (model.py's defaults)"
     lines = [f"# {t['title']}", "",
              f"- data: {t['data']} (`{t['data_path']}`), sha256 {t['data_sha256']}",
@@ -575,6 +580,7 @@ def table_markdown(t):
              f"- seeds: {t['n_seeds']} ({', '.join(map(str, t['seeds']))}); each cell is the mean ± sample "
              f"standard deviation (ddof=1) over the seeds; accuracies in %, kappa as a fraction",
              f"- network settings passed to model.py: {passed}",
+             *[f"- {', '.join(ms)} trained in: {p}" for p, ms in precisions.items()],
              f"- {paper_line}", "",
              "Methods: " + "; ".join(f"`{m['method']}`: {m['title']}" for m in t["methods"]) + ".", "",
              "| Class | " + " | ".join(methods) + " |", "|:---|" + "---:|" * len(methods)]

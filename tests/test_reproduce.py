@@ -168,6 +168,7 @@ def test_table_holds_the_runs_own_figures(sweep):
     assert md.startswith("# ") and "SYNTHETIC" in md.splitlines()[0]
     assert table["data_sha256"] in md and "seeds: 2 (0, 1)" in md and "last epoch (no checkpoint selection)" in md
     assert "normalisation: min-max per band" in md and "checkpoint selected on the test set" in md
+    assert "- network trained in: float32" in md.splitlines()  # the network runs' precision, not the baselines'
     assert f"| **OA (%)** | {100 * np.mean(oa['network']):.2f} ± {100 * np.std(oa['network'], ddof=1):.2f} |" in md
     csv_lines = (out / "table.csv").read_text().splitlines()
     assert csv_lines[0] == "row,unit,network mean,network std,rf mean,rf std" and len(csv_lines) == 11
