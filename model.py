@@ -146,7 +146,8 @@ def train(config, state, max_minutes=0.0):
             net = build_model(**config["architecture"])
             training.compile_model(net, config)
     callbacks = training.callbacks(config, held_out, max_minutes, rundir.monitored(config["select"]), state)
-    print(f"dtype policy {policy} ({config.get('precision_reason', 'asked for')}), backend {keras.backend.backend()}, GPUs {gpu_count()}, {deterministic}, "
+    print(f"dtype policy {policy} ({config.get('precision_reason', 'asked for')}), backend {keras.backend.backend()}, "
+          f"GPUs {gpu_count()}, {deterministic}, "
           f"run directory {run_dir}")
     try:
         training.fit(net, data, config, state["epochs_done"], callbacks)

@@ -3,6 +3,7 @@ trainable weights, same outputs) and is fed the same rotated batches, so its spe
 import numpy as np
 
 import benchmark
+import plainkeras
 import network
 import training
 from patchfile import PatchFile
@@ -13,7 +14,7 @@ def test_the_plain_keras_build_has_our_networks_weights_and_outputs(demo_h5):
         info = pf.info()
     config = {**benchmark.mode_config("plain-fp32", 40), "filters": 8, "fusion_units": 8}
     ours = network.build_model(**network.architecture(config, info))
-    plain, clf = benchmark.keras_reference(info, config)
+    plain, clf = plainkeras.keras_reference(info, config)
     kernels = [sorted(tuple(w.shape) for w in net.trainable_weights if len(w.shape) >= 4) for net in (plain, ours)]
     assert kernels[0] == kernels[1] and len(kernels[0]) == 2 * (1 + 2 + 4) + 2 * 8  # per branch: Conv3D, 2 stems, W1..W4; 8 per decoder
     assert plain.count_params() - sum(int(np.prod(w.shape)) for w in plain.non_trainable_weights) == \
@@ -26,7 +27,7 @@ def test_its_numpy_batches_are_the_rotated_batches_of_our_pipeline(demo_h5):
     with PatchFile(demo_h5) as pf:
         train = pf.load("train")
     ours = training.RotatedPatches(train, 40, seed=0)
-    plain = benchmark.NumpyBatches(train, 40, 3)
+    plain = plainkeras.NumpyBatches(train, 40, 3)
     for i in range(3):
         x, y = ours[i]
         part = slice(40 * i, 40 * (i + 1))
