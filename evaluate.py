@@ -38,6 +38,7 @@ import sys
 
 import numpy as np
 
+import devices
 import network
 import rundir
 from fileio import sha256, write_json, write_text
@@ -129,7 +130,7 @@ def evaluate_run(run_dir, data=None, select=None, precision=None, batch_size=BAT
                  epochs_planned=config.get("epochs"), precision=precision,
                  training_precision=rundir.training_precision(config),
                  test_seconds=round(seconds, 1), test_pixels_per_second=round(len(y_pred) / max(seconds, 1e-9), 1),
-                 batch_size=batch_size)
+                 batch_size=batch_size, devices=devices.describe(clf))
         m["model"] = network_description(m)
         suffix = rundir.result_suffix(config, select, precision, data)
         maps = write_maps(pf, clf, batch_size, m, run_dir, suffix, y_pred) if make_map else []
@@ -169,8 +170,9 @@ def inference_precision(config, asked=None):
 def load_checkpoint(run_dir, config, checkpoint, precision):
     """The checkpoint's classification path; with weight averaging (ema > 0), its averaged weights."""
     try:
-        return network.load_classifier(config["architecture"], rundir.checkpoint_path(run_dir, checkpoint),
-                                       precision, averaged=config.get("ema", 0.0) > 0)
+        with devices.prediction_scope():  # several TF devices: each batch split over them
+            return network.load_classifier(config["architecture"], rundir.checkpoint_path(run_dir, checkpoint),
+                                           precision, averaged=config.get("ema", 0.0) > 0)
     except Exception as e:  # a damaged or foreign .keras file fails in many ways
         fail(f"{run_dir}: cannot load {checkpoint}.keras ({type(e).__name__}: {e})")
 
@@ -305,6 +307,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     args.command = shlex.join(["python", "evaluate.py", *argv])  # recorded in metrics.json
     try:
+        devices.split_cpu()  # CPU_DEVICES=N: before the backend starts
         if args.batch_size < 1:
             fail("--batch-size must be at least 1")
         if args.runs:
@@ -315,7 +318,7 @@ def main(argv=None):
             fail("--out is for --runs and --compare; a single run's files go into its run directory")
         return evaluate_run(args.run, args.data, args.select, args.precision, args.batch_size, args.map,
                             args.stand_in, command=args.command)
-    except EvaluationError as e:
+    except (EvaluationError, devices.DeviceError) as e:
         sys.exit(f"evaluate.py: error: {e}")
 
 

@@ -14,7 +14,7 @@ the host, ships it, and returns to Python (`steps_per_execution` is a host loop 
 - the state is written back into the Keras variables at the end of each epoch, so callbacks,
   `net.save` and `classifier(net)` see a normal model;
 - data parallel on several devices, under Keras' own `keras.distribution.DataParallel`
-  (training.distribution_scope sets it): its mesh and layouts, not another. The training arrays
+  (devices.distribution_scope sets it): its mesh and layouts, not another. The training arrays
   and the order are replicated on every device (each gathers from all patches), each step's batch
   is split along its first axis over the mesh's data axis (the distribution's get_data_layout),
   and the variables keep the layouts the distribution gave them (replicated). jit compiles ONE
@@ -173,7 +173,7 @@ def fit(net, data, config, initial_epoch, epochs, callbacks, seed, verbose="auto
     under JAX: it calls the dataset's on_epoch_end once before the first epoch, and the prefetching
     workers of a fresh model drop the batch its build consumed.) scan: see epoch_function; None
     chooses by device (use_scan). Under a keras.distribution.DataParallel (set before the model was
-    built or loaded, as training.distribution_scope does) the steps run data parallel over its
+    built or loaded, as devices.distribution_scope does) the steps run data parallel over its
     mesh (see the module's docstring): the same mathematics as one device, to float rounding.
     Returns net.history."""
     import jax

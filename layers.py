@@ -14,6 +14,7 @@ import math
 import keras
 from keras import layers, ops
 
+import devices
 from averaging import warmup_decay
 
 KERNEL_INIT = "glorot_normal"  # the authors' initialisation
@@ -100,7 +101,9 @@ class StreamBatchNorm(layers.Layer):
         grouped = isinstance(rows, slice)
         axes = tuple(range(1 if grouped else 0, len(x.shape) - 1))
         if training:
-            mean, variance = ops.moments(ops.cast(x, "float32"), axes=axes)
+            # Over every replica's share of the batch under several TF replicas (Keras' synchronized
+            # moments): 2 devices then train the network 1 device trains at the same global batch.
+            mean, variance = ops.moments(ops.cast(x, "float32"), axes=axes, synchronized=devices.replicas_in_step() > 1)
             momentum = self._momentum(rows)
             self._update(self.moving_mean, mean, rows, momentum)
             self._update(self.moving_variance, variance, rows, momentum)

@@ -51,6 +51,7 @@ import sys  # noqa: E402
 import keras  # noqa: E402
 
 import determinism  # noqa: E402
+import devices  # noqa: E402
 
 import rundir  # noqa: E402
 import training  # noqa: E402
@@ -139,7 +140,7 @@ def train(config, state, max_minutes=0.0):
         print(note)
     deterministic = determinism.apply(config.get("deterministic", "auto"), config["seed"] + state["epochs_done"])
     policy = set_precision(rundir.training_precision(config))
-    with training.distribution_scope():
+    with devices.distribution_scope():
         if state["epochs_done"]:
             net = keras.saving.load_model(rundir.checkpoint_path(run_dir, "final"))  # weights and optimiser state
         else:
@@ -147,7 +148,7 @@ def train(config, state, max_minutes=0.0):
             training.compile_model(net, config)
     callbacks = training.callbacks(config, held_out, max_minutes, rundir.monitored(config["select"]), state)
     print(f"dtype policy {policy} ({config.get('precision_reason', 'asked for')}), backend {keras.backend.backend()}, "
-          f"GPUs {gpu_count()}, {deterministic}, "
+          f"GPUs {gpu_count()}, {devices.describe(net)}, {deterministic}, "
           f"run directory {run_dir}")
     try:
         training.fit(net, data, config, state["epochs_done"], callbacks)
@@ -173,6 +174,7 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     config = parse_config(argv)
     try:
+        devices.split_cpu()  # CPU_DEVICES=N: before the backend starts
         if config.get("resume"):
             overrides = {k: config[k] for k in ("epochs",) if k in config}
             config, state = rundir.resume(config["resume"], shlex.join(["python", "model.py", *argv]), overrides,
@@ -184,7 +186,7 @@ def main(argv=None):
             config, state = new_run(config, argv)
             max_minutes = config["max_minutes"]
         train(config, state, max_minutes)
-    except (PatchFileError, rundir.RunError) as e:
+    except (PatchFileError, rundir.RunError, devices.DeviceError) as e:
         sys.exit(f"model.py: error: {e}")
 
 

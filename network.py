@@ -16,6 +16,7 @@ import numpy as np
 from keras import layers
 
 import hardware
+import devices
 
 # Registered here because a checkpoint's compile config names them (averaged_values loads it):
 import averaging  # noqa: F401  (AveragedNadam)
@@ -164,11 +165,22 @@ def predict_labels(clf, hsi, aux, batch_size=256):
     """Class indices 0..C-1 of patches, batch_size at a time, from the classifier (or the whole model's
     'class' output). predict_on_batch, not predict(): on 2 CPU cores Keras' predict() on the same
     arrays ran 1.7x slower."""
+    if devices.replicas_of(clf) > 1:  # several TF replicas: predict_on_batch would run each batch whole on every one
+        return predict_sharded(clf, hsi, aux, batch_size)
     labels = [np.zeros(0, np.int64)]  # an empty group gives an empty array
     for i in range(0, len(hsi), batch_size):
         probs = clf.predict_on_batch({"hsi": hsi[i:i + batch_size], "aux": aux[i:i + batch_size]})
         labels.append(np.argmax(np.asarray(probs["class"] if isinstance(probs, dict) else probs), axis=-1))
     return np.concatenate(labels)
+
+
+def predict_sharded(clf, hsi, aux, batch_size):
+    """predict_labels over a model's MirroredStrategy: Keras' predict splits each batch of
+    batch_size over the replicas (batch_size / replicas patches on each device)."""
+    if len(hsi) == 0:
+        return np.zeros(0, np.int64)
+    probs = clf.predict({"hsi": hsi, "aux": aux}, batch_size=batch_size, verbose=0)
+    return np.argmax(np.asarray(probs["class"] if isinstance(probs, dict) else probs), axis=-1)
 
 
 def predict_split(predict, pf, split, batch_size=256, progress=None, patch_size=None):

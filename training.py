@@ -12,10 +12,11 @@ import time
 import keras
 import numpy as np
 
+import devices
 import rundir
 from averaging import AveragedNadam
 from losses import BatchRMSE
-from network import classifier, gpu_count, predict_split
+from network import classifier, predict_split
 from patchfile import PatchFile
 from rotations import epoch_order, steps_per_epoch
 
@@ -41,23 +42,6 @@ def lr_at(epoch, config):
     return config["lr"] * math.exp(-config["lr_decay"] * max(0, epoch - config["lr_constant_epochs"] + 1))
 
 
-def distribution_scope():
-    """Several devices: data parallel. TensorFlow: tf.distribute.MirroredStrategy with two GPUs or
-    more (its scope). JAX: keras.distribution.DataParallel over the devices of the default backend
-    (GPUs, or the CPU's virtual devices of XLA_FLAGS=--xla_force_host_platform_device_count=N), set
-    for the whole process, not the block: the model is built or loaded inside the block, but
-    trained (fastpath.fit, sharded over the same mesh) after it."""
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        if gpu_count() < 2:
-            return contextlib.nullcontext()
-        import tensorflow as tf
-        return tf.distribute.MirroredStrategy().scope()
-    if backend == "jax" and keras.distribution.get_device_count() >= 2:  # the default backend's devices
-        keras.distribution.set_distribution(keras.distribution.DataParallel())
-    return contextlib.nullcontext()
-
-
 # ----------------------------------------------------------------------------- input pipeline
 class RotatedPatches(keras.utils.PyDataset):
     """Every training patch in its four rotations (0, 90, 180, 270 degrees), shuffled anew each epoch.
@@ -70,19 +54,23 @@ class RotatedPatches(keras.utils.PyDataset):
         super().__init__(workers=2, max_queue_size=8, **kwargs)  # threads prefetch the next batches
         self.hsi, self.aux, self.label = group["hsi"], group["aux"], group["label"].astype("int32")
         self.batch_size, self.seed, self.epoch, self.reconstruction = batch_size, seed, epoch, reconstruction
-        self._order_epoch, self._order = None, None
+        self._order = (None, None)  # (epoch, its order), replaced whole: threads never see a mixed pair
 
     def __len__(self):
         return steps_per_epoch(len(self.label), self.batch_size)
 
-    def order(self):
-        if self._order_epoch != self.epoch:  # threads may race here; they compute the same order
-            self._order = epoch_order(self.seed, self.epoch, len(self.label))
-            self._order_epoch = self.epoch
-        return self._order
+    def order(self, epoch):
+        cached = self._order
+        if cached[0] != epoch:
+            cached = self._order = (epoch, epoch_order(self.seed, epoch, len(self.label)))
+        return cached[1]
 
     def __getitem__(self, i):
-        picks = self.order()[i * self.batch_size:(i + 1) * self.batch_size]
+        return self.batch(self.epoch, i)
+
+    def batch(self, epoch, i):
+        """Batch i of epoch `epoch`: (x, y) as fit takes them."""
+        picks = self.order(epoch)[i * self.batch_size:(i + 1) * self.batch_size]
         patch, turns = picks // 4, picks % 4
         hsi, aux = self.hsi[patch], self.aux[patch]  # fancy indexing: fresh arrays we may rotate in place
         for t in (1, 2, 3):
@@ -91,12 +79,31 @@ class RotatedPatches(keras.utils.PyDataset):
             aux[sel] = np.rot90(aux[sel], t, axes=(1, 2))
         x = {"hsi": hsi, "aux": aux}
         y = {"class": self.label[patch]}
-        if self.reconstruction:
-            y.update(rec_aux=aux, rec_hsi=hsi)
+        if self.reconstruction:  # copies: TensorFlow may reuse an input's buffer for an op's output, and
+            # a target sharing the input's buffer then changed under several replicas (issue 26)
+            y.update(rec_aux=aux.copy(), rec_hsi=hsi.copy())
         return x, y
 
     def on_epoch_end(self):
         self.epoch += 1
+
+    def as_tf_dataset(self):
+        """The same batches as a tf.data pipeline, for several TensorFlow replicas (MirroredStrategy
+        splits each global batch over them). Each pass is the epoch `self.epoch` held when it began:
+        Keras reads one batch of a PyDataset to build a distributed model, which would shift the
+        PyDataset's stream; a pass of this pipeline starts afresh at batch 0."""
+        import tensorflow as tf
+
+        def passes():
+            epoch = self.epoch
+            for i in range(len(self)):
+                yield self.batch(epoch, i)
+
+        spec = tf.nest.map_structure(lambda a: tf.TensorSpec((None, *a.shape[1:]), a.dtype), self.batch(self.epoch, 0))
+        dataset = tf.data.Dataset.from_generator(passes, output_signature=spec)
+        options = tf.data.Options()  # one worker: no sharding of the files between workers to rewrite
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+        return dataset.apply(tf.data.experimental.assert_cardinality(len(self))).prefetch(2).with_options(options)
 
 
 # ----------------------------------------------------------------------------- callbacks
@@ -250,8 +257,10 @@ def fit(net, data, config, initial_epoch, callback_list):
                                 verbose=verbose)
     batches = RotatedPatches(data, config["batch_size"], config["seed"], epoch=initial_epoch,
                              reconstruction=config["reconstruction"])
-    net.fit(batches, epochs=config["epochs"], initial_epoch=initial_epoch,
+    stream = batches.as_tf_dataset() if devices.replicas_of(net) > 1 else batches
+    net.fit(stream, epochs=config["epochs"], initial_epoch=initial_epoch,
             callbacks=[EpochOrder(batches), *callback_list], shuffle=False, verbose=verbose)
+
 
 
 class EpochOrder(keras.callbacks.Callback):

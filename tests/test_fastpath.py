@@ -93,7 +93,7 @@ def test_patches_and_predictions_cut_on_the_device(tmp_path, jax_cache):
 
 @needs_jax
 def test_two_devices_train_data_parallel_to_the_weights_logs_and_predictions_of_one(tmp_path, jax_cache):
-    """Two CPU devices under training.distribution_scope (keras.distribution.DataParallel): the
+    """Two CPU devices under devices.distribution_scope (keras.distribution.DataParallel): the
     fast path runs with each batch split over both (the sharding XLA gave the batch inside the
     compiled step, recorded at compile time), and ends where one device does at the same global
     batch: weights, optimizer state (EMA included) and logs to float rounding; predictions split
@@ -378,8 +378,8 @@ def scenario_data_parallel_same_as_one_device(out, scan, ema):
     import jax
     import keras
 
+    import devices
     import fastpath
-    import training
     assert jax.device_count() == 2, jax.devices()
     # lr 1e-4: two devices sum the batch's gradients and statistics in another order than one, a
     # few ulps apart after the first step (1e-6 here); at 1e-3 Nadam's first steps amplify that
@@ -398,7 +398,7 @@ def scenario_data_parallel_same_as_one_device(out, scan, ema):
     want = fastpath.predict_pixels(one, scene, every, P, 16, probabilities=True, scan=scan)
     assert {d for v in one.weights for d in v.value.sharding.device_set} == {jax.devices()[0]}
 
-    with training.distribution_scope():  # model.py's: DataParallel over the CPU's two devices
+    with devices.distribution_scope():  # model.py's: DataParallel over the CPU's two devices
         two = tiny_net(config)
     dist = keras.distribution.distribution()
     assert isinstance(dist, keras.distribution.DataParallel) and dist.device_mesh.shape == (2,)
@@ -429,10 +429,11 @@ def scenario_data_parallel_same_as_one_device(out, scan, ema):
 def scenario_data_parallel_resume(out, scan, ema):
     import keras
 
+    import devices
     import fastpath
     import training
     config, data, scan = tiny_config(ema=float(ema)), tiny_data(), bool(int(scan))
-    with training.distribution_scope():
+    with devices.distribution_scope():
         whole = tiny_net(config)
     assert isinstance(keras.distribution.distribution(), keras.distribution.DataParallel)
     unspied = fastpath.device_batch
