@@ -44,10 +44,12 @@ def sum_over_replicas(value):
 
 
 def replicas_of(net):
-    """The replicas a Keras model was built for: its MirroredStrategy's under TensorFlow, else 1."""
-    if keras.backend.backend() != "tensorflow":
-        return 1
-    return net.distribute_strategy.num_replicas_in_sync
+    """The devices a Keras model computes on together: its MirroredStrategy's replicas under
+    TensorFlow, the devices of the DataParallel in force under JAX, else 1."""
+    if keras.backend.backend() == "tensorflow":
+        return net.distribute_strategy.num_replicas_in_sync
+    dist = keras.distribution.distribution() if keras.backend.backend() == "jax" else None
+    return dist.device_mesh.devices.size if isinstance(dist, keras.distribution.DataParallel) else 1
 
 
 CPU_DEVICES = "CPU_DEVICES"
@@ -117,15 +119,6 @@ def describe(net):
         return f"MirroredStrategy over {len(names)} devices ({', '.join(n.split('device:')[-1] for n in names)})"
     dist = keras.distribution.distribution() if keras.backend.backend() == "jax" else None
     if dist is not None:
-        return f"{type(dist).__name__} over {len(dist.device_mesh.devices.ravel())} devices"
+        return f"{type(dist).__name__} over {dist.device_mesh.devices.size} devices"
     return "1 device"
 
-
-def prediction_scope():
-    """Where evaluate.py loads a classifier: under TensorFlow, distribution_scope (MirroredStrategy
-    over several devices; network.predict_labels then splits each batch over them). Under JAX one
-    device: evaluate.py predicts through Keras' predict_on_batch, not fastpath.predict_pixels, which
-    is what splits batches over a DataParallel mesh."""
-    if keras.backend.backend() == "tensorflow":
-        return distribution_scope()
-    return contextlib.nullcontext()

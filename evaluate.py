@@ -170,7 +170,7 @@ def inference_precision(config, asked=None):
 def load_checkpoint(run_dir, config, checkpoint, precision):
     """The checkpoint's classification path; with weight averaging (ema > 0), its averaged weights."""
     try:
-        with devices.prediction_scope():  # several TF devices: each batch split over them
+        with devices.distribution_scope():  # several devices: each batch split over them
             return network.load_classifier(config["architecture"], rundir.checkpoint_path(run_dir, checkpoint),
                                            precision, averaged=config.get("ema", 0.0) > 0)
     except Exception as e:  # a damaged or foreign .keras file fails in many ways

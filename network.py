@@ -165,7 +165,7 @@ def predict_labels(clf, hsi, aux, batch_size=256):
     """Class indices 0..C-1 of patches, batch_size at a time, from the classifier (or the whole model's
     'class' output). predict_on_batch, not predict(): on 2 CPU cores Keras' predict() on the same
     arrays ran 1.7x slower."""
-    if devices.replicas_of(clf) > 1:  # several TF replicas: predict_on_batch would run each batch whole on every one
+    if devices.replicas_of(clf) > 1:  # predict_on_batch: each batch whole on every TF replica, or unsplit (JAX)
         return predict_sharded(clf, hsi, aux, batch_size)
     labels = [np.zeros(0, np.int64)]  # an empty group gives an empty array
     for i in range(0, len(hsi), batch_size):
@@ -175,12 +175,18 @@ def predict_labels(clf, hsi, aux, batch_size=256):
 
 
 def predict_sharded(clf, hsi, aux, batch_size):
-    """predict_labels over a model's MirroredStrategy: Keras' predict splits each batch of
-    batch_size over the replicas (batch_size / replicas patches on each device)."""
-    if len(hsi) == 0:
+    """predict_labels on several devices: Keras' predict splits each batch over them (a
+    MirroredStrategy's replicas, a DataParallel's devices). JAX needs every batch to divide evenly,
+    so the batch size is rounded up to a multiple of the devices and the patches padded with zeros
+    to one; the padding's labels are dropped."""
+    n, count = len(hsi), devices.replicas_of(clf)
+    if n == 0:
         return np.zeros(0, np.int64)
-    probs = clf.predict({"hsi": hsi, "aux": aux}, batch_size=batch_size, verbose=0)
-    return np.argmax(np.asarray(probs["class"] if isinstance(probs, dict) else probs), axis=-1)
+    pad = -n % count
+    if pad:
+        hsi, aux = (np.concatenate([a, np.zeros((pad, *a.shape[1:]), a.dtype)]) for a in (hsi, aux))
+    probs = clf.predict({"hsi": hsi, "aux": aux}, batch_size=-(-batch_size // count) * count, verbose=0)
+    return np.argmax(np.asarray(probs["class"] if isinstance(probs, dict) else probs), axis=-1)[:n]
 
 
 def predict_split(predict, pf, split, batch_size=256, progress=None, patch_size=None):

@@ -97,10 +97,12 @@ def test_two_devices_train_data_parallel_to_the_weights_logs_and_predictions_of_
     fast path runs with each batch split over both (the sharding XLA gave the batch inside the
     compiled step, recorded at compile time), and ends where one device does at the same global
     batch: weights, optimizer state (EMA included) and logs to float rounding; predictions split
-    over the devices give one device's labels. The host loop, what a CPU runs."""
+    over the devices give one device's labels, through fastpath.predict_pixels and through
+    network.predict_labels (evaluate.py's loop). The host loop, what a CPU runs."""
     r = run_jax("data_parallel_same_as_one_device", tmp_path, jax_cache, 0, 0.9, devices=2)
     assert r["devices"] == 2 and r["batch_shards"] and all(n == 2 for n in r["batch_shards"])
     assert r["patch_shards"] and all(n == 2 for n in r["patch_shards"])
+    assert r["labels"] == 37 and r["label_shards"] and all(n == 2 for n in r["label_shards"])
     assert r["max_weight_difference"] <= 1e-5
     print(f"1 against 2 devices: largest weight difference {r['max_weight_difference']:.3g}, "
           f"largest relative log difference {r['max_log_difference']:.3g}")
@@ -422,8 +424,27 @@ def scenario_data_parallel_same_as_one_device(out, scan, ema):
     got = fastpath.predict_pixels(one, scene, every, P, 16, probabilities=True, scan=scan)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(fastpath.predict_pixels(one, scene, every, P, 16, scan=scan), want.argmax(-1))
+
+    # network.predict_labels (evaluate.py's loop) on the classifier under the distribution: each
+    # batch split over both devices (37 patches: padded to 38, the padding's label dropped)
+    import network
+    from keras.src.backend.jax import distribution_lib
+    label_shards, unspied = [], distribution_lib.distribute_data_input
+    distribution_lib.distribute_data_input = lambda *a, **k: record(label_shards, unspied(*a, **k))
+    hsi, aux = data["hsi"][:37], data["aux"][:37]
+    split = network.predict_labels(network.classifier(two), hsi, aux, batch_size=16)
+    distribution_lib.distribute_data_input = unspied
+    clf_one = network.classifier(tiny_net(config))
+    clf_one.set_weights(network.classifier(two).get_weights())
+    np.testing.assert_array_equal(split, network.predict_labels(clf_one, hsi, aux, batch_size=16))
     write_result(out, devices=jax.device_count(), batch_shards=batch_shards, patch_shards=patch_shards,
+                 label_shards=label_shards, labels=len(split),
                  max_weight_difference=worst["weights"], max_variable_difference=worst["all"], max_log_difference=log_gap)
+
+
+def record(shards, array):
+    shards.append(len(array.sharding.device_set))
+    return array
 
 
 def scenario_data_parallel_resume(out, scan, ema):
