@@ -235,8 +235,8 @@ def time_evaluate(run_dir, precision):
     cmd = [sys.executable, "evaluate.py", "--run", run_dir] + (["--precision", precision] if precision else [])
     seconds, peak = timed(cmd)
     config, _ = rundir.read_run(run_dir)
-    trained = rundir.training_precision(config)
-    suffix = rundir.result_suffix(config, config["select"], network.resolve_precision(precision)[0] if precision else trained)
+    suffix = rundir.result_suffix(config, config["select"],
+                                  network.inference_precision(rundir.training_precision(config), precision))
     with open(report.run_file(run_dir, suffix)("metrics", "json")) as f:
         m = json.load(f)
     print(f"evaluate.py --run {run_dir}{f' --precision {precision}' if precision else ''}: {m['n_test']} test pixels "

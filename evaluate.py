@@ -163,8 +163,7 @@ def map_unlabelled(pf, clf, data, run_dir, config, select, checkpoint, digest, p
 
 
 def inference_precision(config, asked=None):
-    """float32 or mixed: the precision asked for ('auto' chosen on this machine), else the run's own."""
-    return network.resolve_precision(asked)[0] if asked else rundir.training_precision(config)
+    return network.inference_precision(rundir.training_precision(config), asked)
 
 
 def load_checkpoint(run_dir, config, checkpoint, precision):

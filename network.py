@@ -110,6 +110,12 @@ def resolve_precision(choice, flags=None):
     return "float32", "auto: this CPU has no bfloat16 hardware (no amx_bf16, no avx512_bf16)"
 
 
+def inference_precision(trained_in, asked=None):
+    """The precision a checkpoint is scored in: the one asked for ('auto' chosen on this machine),
+    else the one it trained in (rundir.training_precision)."""
+    return resolve_precision(asked)[0] if asked else trained_in
+
+
 def set_precision(precision):
     """float32, or mixed precision: bfloat16 on CPUs (AMX/AVX-512 BF16), float16 on GPUs; 'auto' as
     resolve_precision chooses. Returns the dtype policy's name."""
