@@ -79,8 +79,8 @@ class RotatedPatches(keras.utils.PyDataset):
             aux[sel] = np.rot90(aux[sel], t, axes=(1, 2))
         x = {"hsi": hsi, "aux": aux}
         y = {"class": self.label[patch]}
-        if self.reconstruction:  # copies: TensorFlow may reuse an input's buffer for an op's output, and
-            # a target sharing the input's buffer then changed under several replicas (issue 26)
+        if self.reconstruction:  # copies: targets sharing the inputs' buffers made two runs of one seed
+            # differ under a MirroredStrategy (docs/performance.md)
             y.update(rec_aux=aux.copy(), rec_hsi=hsi.copy())
         return x, y
 
