@@ -32,6 +32,7 @@ import argparse
 import datetime
 import json
 import os
+import re
 import resource
 import shlex
 import sys
@@ -261,13 +262,33 @@ def compare(run_a, run_b, args):
              evaluated_at=datetime.datetime.now().isoformat(timespec="seconds"), command=args.command)
     out = args.out or os.path.dirname(os.path.abspath(run_a))
     os.makedirs(out, exist_ok=True)
-    stem = os.path.join(out, f"compare-{os.path.basename(os.path.normpath(run_a))}-vs-"
-                             f"{os.path.basename(os.path.normpath(run_b))}")
+    stem = os.path.join(out, f"compare-{compare_name(run_a)}-vs-{compare_name(run_b)}")
+    refuse_other_comparison(stem + ".json", run_a, run_b)
     write_json(stem + ".json", c)
     write_text(stem + ".md", "\n".join(compare_lines(c)) + "\n")
     print("\n".join(compare_lines(c)[2:]))
     print(f"wrote {stem}.json, {stem}.md")
     return c
+
+
+def compare_name(run_dir):
+    """A run's name in a comparison's file name: its folder's name, with the method in front for a
+    sweep's seed folder (OUT/<method>/seed<k> -> '<method>-seed<k>')."""
+    path = os.path.normpath(os.path.abspath(run_dir))
+    name = os.path.basename(path)
+    return f"{os.path.basename(os.path.dirname(path))}-{name}" if re.fullmatch(r"seed\d+", name) else name
+
+
+def refuse_other_comparison(path, run_a, run_b):
+    """A comparison file is overwritten only by the comparison of the same two runs."""
+    if not os.path.isfile(path):
+        return
+    with open(path) as f:
+        old = json.load(f)
+    same = [os.path.abspath(old.get(k, "")) for k in ("run_a", "run_b")] == [os.path.abspath(r) for r in (run_a, run_b)]
+    if not same:
+        fail(f"{path} holds the comparison of {old.get('run_a')} with {old.get('run_b')}, not of {run_a} with "
+             f"{run_b}; give another --out")
 
 
 # -----------------------------------------------------------------------------

@@ -530,3 +530,16 @@ def test_the_curves_show_a_study_s_test_trace(tmp_path, monkeypatch):
     assert lines["TEST pixels, raw weights (trace_test: a study, selects nothing)"] == [0.40, 0.55]
     assert lines["TEST pixels, averaged weights (trace_test: a study, selects nothing)"] == [0.38, 0.52]
     assert (tmp_path / "curves.png").stat().st_size > 0
+
+
+def test_comparisons_of_a_sweeps_runs_get_their_own_files_and_never_overwrite_another(tmp_path):
+    """OUT/network/seed0 against OUT/svm/seed0 and against OUT/rf/seed0 were both written to
+    compare-seed0-vs-seed0.json, the second over the first."""
+    assert evaluate.compare_name("runs/x/network/seed0") == "network-seed0"
+    assert evaluate.compare_name("runs/demo-run/") == "demo-run"
+    path = tmp_path / "compare-a-vs-b.json"
+    path.write_text(json.dumps({"run_a": "runs/x/network/seed0", "run_b": "runs/x/svm/seed0"}))
+    evaluate.refuse_other_comparison(str(path), "runs/x/network/seed0", "runs/x/svm/seed0")  # the same: again
+    with pytest.raises(evaluate.EvaluationError, match="holds the comparison of runs/x/network/seed0 with "
+                                                       "runs/x/svm/seed0, not of .* with runs/x/rf/seed0"):
+        evaluate.refuse_other_comparison(str(path), "runs/x/network/seed0", "runs/x/rf/seed0")
