@@ -5,8 +5,8 @@ gradients after scaling each replica's loss by 1 / replicas. A statistic of the 
 moments, the whole-batch RMSE of the reconstruction loss) must then be taken over the global batch
 by summing across replicas, or 2 devices would train another network than 1 at the same global
 batch. Under JAX, keras.distribution's programs see the global batch already (one program, XLA
-splits it), and on one device there is nothing to sum: `replicas_in_step()` is 1 and nothing here changes a
-number.
+splits it), and on one device there is nothing to sum: `replicas_in_step()` is 1 and nothing here
+changes a number.
 
 The CPU can stand in for several devices (CPU_DEVICES=N, `split_cpu`): TensorFlow's logical devices,
 or XLA's host devices under JAX. That checks the arithmetic of data parallelism without GPUs; it is
@@ -40,7 +40,6 @@ def sum_over_replicas(value):
         return value
     import tensorflow as tf
     return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, value)
-
 
 
 def replicas_of(net):

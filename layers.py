@@ -103,7 +103,8 @@ class StreamBatchNorm(layers.Layer):
         if training:
             # Over every replica's share of the batch under several TF replicas (Keras' synchronized
             # moments): 2 devices then train the network 1 device trains at the same global batch.
-            mean, variance = ops.moments(ops.cast(x, "float32"), axes=axes, synchronized=devices.replicas_in_step() > 1)
+            synced = devices.replicas_in_step() > 1
+            mean, variance = ops.moments(ops.cast(x, "float32"), axes=axes, synchronized=synced)
             momentum = self._momentum(rows)
             self._update(self.moving_mean, mean, rows, momentum)
             self._update(self.moving_variance, variance, rows, momentum)

@@ -15,8 +15,8 @@ import keras
 import numpy as np
 from keras import layers
 
-import hardware
 import devices
+import hardware
 
 # Registered here because a checkpoint's compile config names them (averaged_values loads it):
 import averaging  # noqa: F401  (AveragedNadam)
