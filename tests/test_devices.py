@@ -15,20 +15,13 @@ import numpy as np
 import pytest
 
 from runs import TINY, history
+from scenarios import run_scenario
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-HERE = os.path.dirname(os.path.abspath(__file__))
-
 
 def run_two_devices(scenario, out, *args):
     env = {**os.environ, "CPU_DEVICES": "2", "KERAS_BACKEND": "tensorflow", "CUDA_VISIBLE_DEVICES": ""}
-    code = (f"import sys; sys.path[:0] = [{ROOT!r}, {HERE!r}]; import test_devices as t; "
-            f"t.scenario_{scenario}(*sys.argv[1:])")
-    proc = subprocess.run([sys.executable, "-c", code, str(out), *map(str, args)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-6000:]
-    with open(os.path.join(out, "result.json")) as f:
-        return json.load(f)
+    return run_scenario("test_devices", scenario, out, args, env)
 
 
 def test_cpu_devices_must_be_a_count(monkeypatch):

@@ -11,14 +11,12 @@ Tiny shapes: 5 x 5 patches, 6 + 1 bands, 3 classes, 42 patches (4 x 42 = 168 pai
 import importlib.util
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-HERE = os.path.dirname(os.path.abspath(__file__))
+from scenarios import run_scenario
+
 N, P, BANDS, AUX, CLASSES, BATCH, SEED = 42, 5, 6, 1, 3, 16, 7
 
 needs_jax = pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="JAX is not installed")
@@ -36,13 +34,7 @@ def run_jax(scenario, out, cache, *args, devices=1):
            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
     if devices > 1:
         env["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}".strip()
-    code = (f"import sys; sys.modules['tensorflow'] = None; sys.path[:0] = [{ROOT!r}, {HERE!r}]; "
-            f"import test_fastpath as t; t.scenario_{scenario}(*sys.argv[1:])")
-    proc = subprocess.run([sys.executable, "-c", code, str(out), *map(str, args)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-6000:]
-    with open(os.path.join(out, "result.json")) as f:
-        return json.load(f)
+    return run_scenario("test_fastpath", scenario, out, args, env, preamble="sys.modules['tensorflow'] = None; ")
 
 
 # ----------------------------------------------------------------------------- tests (TensorFlow process)
