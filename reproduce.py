@@ -7,7 +7,7 @@ table laid out like the paper's (rows: classes, OA, AA, kappa; columns: methods;
     python reproduce.py --data data/houston2013.h5 --seeds 5 --print-commands     # for a cluster's job array
     python reproduce.py --data data/houston2013.h5 --seeds 5 --slurm --gpus-per-task 1 --time 4:00:00
 
-Methods (METHODS below): network (the full network), no_coupled, no_self_loop, no_reconstruction (its
+Methods (METHODS in sweeps.py): network (the full network), no_coupled, no_self_loop, no_reconstruction (its
 ablations, model.py --coupled/--self_loop/--reconstruction false), svm and rf (baselines.py). Any other
 --NAME VALUE is a hyperparameter of model.py's block and goes to the network runs only; the baselines
 get the data file and the seed.
@@ -28,9 +28,7 @@ CSV; kappa a fraction everywhere).
 """
 import argparse
 import contextlib
-import csv
 import difflib
-import json
 import os
 import queue
 import shlex
@@ -42,35 +40,14 @@ import time
 import rundir
 import settings as settings_module
 import slurm
-from fileio import replacing, sha256, write_json, write_text
-from metrics import aggregate_metrics
+from fileio import sha256
 from patchfile import PatchFile, PatchFileError
-from report import pm
+from sweeps import ACTIONS, METHOD_FLAGS, METHODS, MODEL, SweepError, plan, shell_line
+from sweeptable import build_table, table_markdown, write_table
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-MODEL, EVALUATE, BASELINES = (os.path.join(HERE, f) for f in ("model.py", "evaluate.py", "baselines.py"))
-
-# The methods of the paper's tables: a network run with these model.py settings, or a baseline.
-METHODS = {
-    "network": dict(kind="network", flags={}, title="the full network (coupled, self-looping, reconstruction)"),
-    "no_coupled": dict(kind="network", flags={"coupled": False}, title="without coupling (--coupled false)"),
-    "no_self_loop": dict(kind="network", flags={"self_loop": False}, title="without self-loop (--self_loop false)"),
-    "no_reconstruction": dict(kind="network", flags={"reconstruction": False},
-                              title="without reconstruction (--reconstruction false)"),
-    "svm": dict(kind="baseline", title="SVM (RBF kernel), baselines.py"),
-    "rf": dict(kind="baseline", title="random forest, baselines.py"),
-}
-# The paper's published OA (%) per scene, keyed by the patch file's `dataset` attribute.
-PAPER_OA = {"houston2013": 93.08, "houston2018": 84.59, "berlin": 73.21}
-PAPER_PROTOCOL = "the authors' protocol: checkpoint selected on the test set"
 SET_BY_SWEEP = {"data": "give it as reproduce.py's own --data", "out": "give it as reproduce.py's own --out",
                 "seed": "the seeds come from --seeds", "resume": "the sweep resumes unfinished runs itself",
                 "overwrite": "the sweep never overwrites a run of other settings; choose another --out"}
-METHOD_FLAGS = sorted({k for m in METHODS.values() for k in m.get("flags", {})})
-
-
-class SweepError(ValueError):
-    """A sweep that cannot be planned, run or tabulated; main turns it into one message."""
 
 
 # ----------------------------------------------------------------------------- model.py's settings
@@ -218,152 +195,8 @@ def check_data(path, methods, select):
     return dict(info, split=split), sha256(path)
 
 
-# ----------------------------------------------------------------------------- the runs
-class Run:
-    """One method and seed: its directory, what is left to do (action) and the commands that do it."""
-
-    def __init__(self, method, seed, path):
-        self.method, self.seed, self.path = method, seed, path
-        self.action, self.commands = None, []
-
-    @property
-    def label(self):
-        return f"{self.method} seed {self.seed}"
-
-
-def wanted_settings(method, seed, settings, overrides):
-    """The full model.py configuration a network run of this method and seed must have been made with."""
-    return {**settings, **{k: v for k, (_, v) in overrides.items()}, **METHODS[method].get("flags", {}), "seed": seed}
-
-
-def run_differences(config, run, wanted, epochs, data_sha):
-    """'name: the run has X, wanted Y' for each setting the run directory was made with otherwise."""
-    kind = METHODS[run.method]["kind"]
-    diffs = []
-    if config.get("data_sha256") != data_sha:
-        diffs.append(f"data: the run was made on {config.get('data')} (sha256 {str(config.get('data_sha256'))[:16]}...), "
-                     f"wanted sha256 {data_sha[:16]}...")
-    if kind == "baseline":
-        if not rundir.is_baseline(config):
-            return diffs + [f"method: the run is a network run, wanted the {run.method} baseline"]
-        diffs += [f"{k}: the run has {config.get(k)!r}, wanted {v!r}" for k, v in
-                  (("method", run.method), ("seed", run.seed)) if config.get(k) != v]
-        return diffs
-    if rundir.is_baseline(config):
-        return diffs + [f"method: the run is a {config['method']} baseline, wanted a network run ({run.method})"]
-    diffs += rundir.differences(config, {k: v for k, v in wanted.items() if k != "epochs"})
-    if not isinstance(config.get("epochs"), int) or config["epochs"] > epochs:
-        diffs.append(f"epochs: the run has {config.get('epochs')!r}, wanted {epochs} (a sweep continues a run "
-                     f"to more epochs, never cuts one short)")
-    return diffs
-
-
-def assess(run, wanted, epochs, data_sha):
-    """Set run.action: 'done', 'new', 'restart' (made, but killed before its first epoch), 'resume',
-    'evaluate'; baselines 'done', 'new' or 'restart'. Raises SweepError for a directory that is not
-    a run of these settings."""
-    path = run.path
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise SweepError(f"{path} is a file, not a run directory")
-    if not os.path.isdir(path) or not os.listdir(path):
-        run.action = "new"
-        return run
-    if not os.path.isfile(os.path.join(path, "config.json")):
-        raise SweepError(f"{path} holds files but no config.json: not a run directory; move it away")
-    try:
-        config = rundir.read_config(path)
-    except (rundir.RunError, ValueError) as e:
-        raise SweepError(f"{path}: unreadable config.json ({e})") from None
-    diffs = run_differences(config, run, wanted, epochs, data_sha)
-    if diffs:
-        raise SweepError(f"{path} was made with other settings: " + "; ".join(diffs))
-    metrics = read_metrics(path)
-    if METHODS[run.method]["kind"] == "baseline":
-        run.action = "done" if metrics and metrics.get("data_sha256") == data_sha else "restart"
-        return run
-    state = rundir.read_state(path)
-    done = state.get("epochs_done", 0)
-    if not done or not os.path.isfile(rundir.checkpoint_path(path, "final")):
-        run.action = "restart"
-    elif done > epochs:
-        raise SweepError(f"{path} was made with other settings: epochs: the run has done {done}, wanted {epochs}")
-    elif done < epochs:
-        run.action = "resume"
-    else:
-        try:
-            _, checkpoint, _ = rundir.choose_checkpoint(path, config, state)
-        except rundir.RunError as e:
-            raise SweepError(str(e)) from None
-        current = (metrics and metrics.get("checkpoint_sha256") == rundir.checkpoint_sha256(path, checkpoint)
-                   and metrics.get("data_sha256") == data_sha)
-        run.action = "done" if current else "evaluate"
-    return run
-
-
-def read_metrics(path):
-    file = os.path.join(path, "metrics.json")
-    if not os.path.isfile(file):
-        return None
-    try:
-        with open(file) as f:
-            return json.load(f)
-    except ValueError:
-        return None  # a damaged file is made again
-
-
-def commands(run, data, overrides, epochs):
-    """The argv lists (script paths absolute, run with sys.executable) that do what run.action says."""
-    py = sys.executable
-    if run.action == "done":
-        return []
-    if METHODS[run.method]["kind"] == "baseline":
-        return [[py, BASELINES, "--data", data, "--method", run.method, "--seed", str(run.seed), "--out", run.path,
-                 "--no-map", *(["--overwrite"] if run.action == "restart" else [])]]
-    evaluate = [py, EVALUATE, "--run", run.path]
-    if run.action == "evaluate":
-        return [evaluate]
-    job = [f"--max_minutes={overrides['max_minutes'][0]}"] if "max_minutes" in overrides else []
-    if run.action == "resume":
-        return [[py, MODEL, "--resume", run.path, "--epochs", str(epochs), *job], evaluate]
-    flags = [a for k, v in METHODS[run.method].get("flags", {}).items() for a in (f"--{k}", str(v).lower())]
-    passed = [a for k, (text, _) in overrides.items() for a in (f"--{k}", text)]
-    return [[py, MODEL, "--data", data, "--out", run.path, "--seed", str(run.seed), *flags, *passed,
-             *(["--overwrite"] if run.action == "restart" else [])], evaluate]
-
-
-def plan(data, out, methods, seeds, settings, overrides, data_sha):
-    """Every run of the sweep, assessed; one SweepError naming every run directory that is refused."""
-    epochs = overrides["epochs"][1] if "epochs" in overrides else settings["epochs"]
-    runs, refused = [], []
-    for method in methods:
-        for seed in seeds:
-            run = Run(method, seed, os.path.join(out, method, f"seed{seed}"))
-            try:
-                assess(run, wanted_settings(method, seed, settings, overrides), epochs, data_sha)
-            except SweepError as e:
-                refused.append(str(e))
-                continue
-            run.commands = commands(run, data, overrides, epochs)
-            runs.append(run)
-    if refused:
-        raise SweepError(f"{len(refused)} run director{'y is' if len(refused) == 1 else 'ies are'} refused, "
-                         f"nothing was run:\n  " + "\n  ".join(refused))
-    return runs
-
-
-def shell_line(run, python="python"):
-    """One complete shell command doing a run (and its evaluation), for a job array. `python` is the
-    interpreter it names: --slurm gives sys.executable, as a batch job's PATH may find another."""
-    def show(argv):
-        script = argv[1]
-        shown = os.path.basename(script) if os.path.abspath(os.getcwd()) == HERE else script
-        return shlex.join([python, shown, *argv[2:]])
-    return f"cd {shlex.quote(os.getcwd())} && " + " && ".join(show(c) for c in run.commands)
-
 
 # ----------------------------------------------------------------------------- running
-ACTIONS = {"new": "start", "restart": "start again (killed before its first epoch)", "resume": "continue",
-           "evaluate": "evaluate (trained, not evaluated)"}
 
 
 def stream(cmd, env, label, say):
@@ -498,119 +331,6 @@ def submit_array(todo, out, args):
     print(f"when `squeue -j {job}` lists nothing, run the same command again: it writes the table, or submits "
           f"what is left")
 
-
-# ----------------------------------------------------------------------------- the table
-def build_table(runs, methods, seeds, info, data, data_sha, overrides, settings):
-    """table.json's content: per method aggregate_metrics over its seeds' metrics.json (one call per
-    method), and the paper-like rows; accuracies as fractions."""
-    aggs = {}
-    for method in methods:
-        mine = [r for r in runs if r.method == method]
-        ms = [read_metrics(r.path) for r in mine]
-        missing = [r.path for r, m in zip(mine, ms) if m is None]
-        if missing:
-            raise SweepError(f"no metrics.json in {', '.join(missing)}")
-        try:
-            aggs[method] = aggregate_metrics(ms, [r.path for r in mine])
-        except ValueError as e:
-            raise SweepError(f"{method}: {e}") from None
-    first = aggs[methods[0]]
-    synthetic = any(a["synthetic"] for a in aggs.values()) or info["synthetic"]
-    names = [c["name"] for c in first["per_class"]]
-    for method, agg in aggs.items():
-        if [c["name"] for c in agg["per_class"]] != names or agg["n_test"] != first["n_test"]:
-            raise SweepError(f"{method}'s runs were scored on other classes or test pixels than {methods[0]}'s")
-    cell = lambda s: {k: s[k] for k in ("mean", "std", "n")}  # noqa: E731
-    rows = [dict(row=f"{i + 1} {name}", kind="class", unit="%",
-                 values={m: cell(aggs[m]["per_class"][i]["producer_accuracy"]) for m in methods})
-            for i, name in enumerate(names)]
-    rows += [dict(row=k, kind="overall", unit="%" if k != "kappa" else "fraction",
-                  values={m: cell(aggs[m][k]) for m in methods}) for k in ("OA", "AA", "kappa")]
-    rows.append(dict(row="leak-free OA", kind="leak-free", unit="%",
-                     values={m: cell(aggs[m]["leak_free"]["OA"]) for m in methods}))
-    paper = PAPER_OA.get(info["dataset"])
-    network = {k: text for k, (text, _) in overrides.items()}
-    select = overrides["select"][1] if "select" in overrides else settings["select"]
-    title = (f"{first['dataset_label']}: per-class accuracy, OA, AA and kappa of {len(methods)} method"
-             f"{'s' if len(methods) > 1 else ''} over {len(seeds)} seed{'s' if len(seeds) > 1 else ''}")
-    if synthetic and "SYNTHETIC" not in title:
-        title = f"SYNTHETIC data: {title}"
-    return dict(
-        title=title, dataset=info["dataset"], dataset_label=first["dataset_label"], synthetic=synthetic,
-        data=os.path.basename(data), data_path=os.path.abspath(data), data_sha256=data_sha,
-        normalisation=first["normalisation"], split=first["split"], n_test=first["n_test"],
-        seeds=list(seeds), n_seeds=len(seeds),
-        std="sample standard deviation over seeds (ddof=1); null for a single seed",
-        units="accuracies as fractions (0..1), kappa as a fraction",
-        methods=[dict(method=m, title=METHODS[m]["title"], kind=METHODS[m]["kind"], protocol=aggs[m]["protocol"],
-                      model_flags={k: v for k, v in METHODS[m].get("flags", {}).items()},
-                      training_precision=aggs[m]["training_precision"],
-                      runs=aggs[m]["runs"], n_runs=aggs[m]["n_runs"]) for m in methods],
-        network_settings=network, network_select=select,
-        paper=dict(dataset=info["dataset"], OA_percent=paper, protocol=PAPER_PROTOCOL,
-                   note="published by Pande & Banerjee 2023 with the checkpoint chosen on the test set; "
-                        "for context, not a like-for-like comparison unless the runs used --select authors"),
-        rows=rows, aggregates=aggs, written=rundir.now())
-
-
-def cell_text(s, unit):
-    return pm(s, kappa=unit == "fraction")
-
-
-def table_markdown(t):
-    methods = [m["method"] for m in t["methods"]]
-    paper = t["paper"]
-    paper_line = (f"the paper's published OA on {paper['dataset']}: **{paper['OA_percent']:.2f} %**, "
-                  f"{paper['protocol']} (optimistic; for context only)" if paper["OA_percent"] is not None else
-                  f"the paper publishes no OA for '{paper['dataset']}' (it does for "
-                  f"{', '.join(f'{k} {v:.2f} %' for k, v in PAPER_OA.items())}, {paper['protocol']})")
-    protocols = {}
-    for m in t["methods"]:
-        protocols.setdefault(m["protocol"], []).append(m["method"])
-    precisions = {}  # precision auto chooses by each run's machine: a table says what its runs trained in
-    for m in t["methods"]:
-        if m["kind"] == "network":
-            precisions.setdefault(", ".join(m.get("training_precision", ["n/a"])), []).append(m["method"])
-    passed = " ".join(f"--{k} {shlex.quote(v)}" for k, v in t["network_settings"].items()) or "none (model.py's defaults)"
-    lines = [f"# {t['title']}", "",
-             f"- data: {t['data']} (`{t['data_path']}`), sha256 {t['data_sha256']}",
-             f"- normalisation: {t['normalisation']}",
-             f"- split: {'; '.join(t['split'])}; {t['n_test']} test pixels",
-             *[f"- protocol of {', '.join(ms)}: {p}" for p, ms in protocols.items()],
-             f"- seeds: {t['n_seeds']} ({', '.join(map(str, t['seeds']))}); each cell is the mean ± sample "
-             f"standard deviation (ddof=1) over the seeds; accuracies in %, kappa as a fraction",
-             f"- network settings passed to model.py: {passed}",
-             *[f"- {', '.join(ms)} trained in: {p}" for p, ms in precisions.items()],
-             f"- {paper_line}", "",
-             "Methods: " + "; ".join(f"`{m['method']}`: {m['title']}" for m in t["methods"]) + ".", "",
-             "| Class | " + " | ".join(methods) + " |", "|:---|" + "---:|" * len(methods)]
-    for row in t["rows"]:
-        label = {"OA": "**OA (%)**", "AA": "**AA (%)**", "kappa": "**Kappa**",
-                 "leak-free OA": "Leak-free OA (%)"}.get(row["row"], row["row"])
-        lines.append(f"| {label} | " + " | ".join(cell_text(row["values"][m], row["unit"]) for m in methods) + " |")
-    if paper["OA_percent"] is not None:
-        beside = "network" if "network" in methods else methods[0]  # the paper's figure is the full network's
-        lines.append(f"| Published OA (%), {paper['protocol']} | " +
-                     " | ".join(f"{paper['OA_percent']:.2f}" if m == beside else "" for m in methods) + " |")
-    lines += ["", f"Leak-free OA: OA on the {t['aggregates'][methods[0]]['leak_free']['definition']}.", ""]
-    return "\n".join(lines)
-
-
-def write_table(out, t):
-    """table.md, table.csv (percent, 4 decimals; kappa a fraction) and table.json; returns the paths."""
-    paths = [os.path.join(out, f"table.{ext}") for ext in ("md", "csv", "json")]
-    write_text(paths[0], table_markdown(t))
-    methods = [m["method"] for m in t["methods"]]
-    with replacing(paths[1]) as tmp, open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["row", "unit", *[f"{m} {s}" for m in methods for s in ("mean", "std")]])
-        for row in t["rows"]:
-            scale = 100 if row["unit"] == "%" else 1
-            w.writerow([row["row"], row["unit"], *[
-                "" if row["values"][m][s] is None or row["values"][m][s] != row["values"][m][s]
-                else f"{scale * row['values'][m][s]:.4f}" for m in methods for s in ("mean", "std")]])
-    write_json(paths[2], t)
-    return paths
 
 
 # ----------------------------------------------------------------------------- the sweep
