@@ -135,10 +135,13 @@ def main(argv=None):
     rows = [per_seed(c, refit_score(r, data)) for c, r in zip(all_curves, runs)]
     table, first, mean, seconds = report(rows, seeds, all_curves, args, args.machine)
     png = os.path.splitext(args.doc)[0] + ".png"
-    plot(all_curves, seeds, png, f"SYNTHETIC stand-in: test OA per epoch, ema {args.ema:g}")
     config = rundir.read_config(runs[0])
+    warmup = bool(config.get("warmup", False))  # runs made before the warm-up existed had none
+    plot(all_curves, seeds, png, f"SYNTHETIC stand-in: test OA per epoch, ema {args.ema:g}"
+         f"{', warmed up' if warmup else ', fixed decay'}")
     result = dict(rows=rows, seeds=seeds, shortest_epochs=first, mean_averaged_curve=mean.tolist(),
-                  median_epoch_seconds=float(seconds), ema=args.ema, epochs=args.epochs, precision=args.precision,
+                  median_epoch_seconds=float(seconds), ema=args.ema, warmup=warmup, epochs=args.epochs,
+                  precision=args.precision,
                   data=os.path.basename(data), data_sha256=config["data_sha256"], lr=config["lr"],
                   machine=args.machine, command=" ".join(["python", "studies/ema.py", *(argv or sys.argv[1:])]))
     write_text(os.path.splitext(args.doc)[0] + ".json", json.dumps(result, indent=2, default=float) + "\n")
