@@ -27,6 +27,7 @@ kernel_sizes = "3,5"  # one coupled self-looping branch per kernel size
 coupled = True  # ablation: False gives each stream its own kernels
 self_loop = True  # ablation: False keeps the forward stage only
 reconstruction = True  # ablation: False drops both decoders (lambda1 = lambda2 = 0)
+spectral_stem = True  # the 3-D convolution over the band grid (Sec. 3); False, a study: the HSI's Conv2D stem alone
 select = "last"  # checkpoint: last (honest) | val (best on the carved validation group) | authors (best on TEST)
 precision = "auto"  # auto: mixed on a CPU with bfloat16 hardware (amx_bf16, avx512_bf16), else float32 | float32 | mixed (bfloat16 on CPUs, float16 on GPUs)
 stacked_streams = True  # both streams through each shared convolution as one batch: same result, faster on a GPU

@@ -32,12 +32,13 @@ PRECISIONS = {
 
 
 def branch(hsi, aux, kernel_size, filters=64, fusion_units=32, coupled=True, self_loop=True, stacked=True,
-           bn_momentum=0.99, bn_warmup=False):
-    """One coupled self-looping branch of kernel size k: returns (fused 32-vector, HSI 256, aux 256)."""
+           bn_momentum=0.99, bn_warmup=False, spectral_stem=True):
+    """One coupled self-looping branch of kernel size k: returns (fused 32-vector, HSI 256, aux 256).
+    spectral_stem=False (a study, not the paper): the HSI's Conv2D stem alone, as the second modality's."""
     k = kernel_size
     conv = lambda name: layers.Conv2D(filters, k, padding="same", activation="relu",  # noqa: E731
                                       kernel_initializer=KERNEL_INIT, name=name)
-    x_hsi = conv(f"hsi_stem_k{k}")(SpectralStem(name=f"spectral_stem_k{k}")(hsi))
+    x_hsi = conv(f"hsi_stem_k{k}")(SpectralStem(name=f"spectral_stem_k{k}")(hsi) if spectral_stem else hsi)
     x_aux = conv(f"aux_stem_k{k}")(aux)
     block = CoupledSelfLoopingBlock(filters, k, coupled=coupled, self_loop=self_loop, stacked=stacked,
                                     bn_momentum=bn_momentum, bn_warmup=bn_warmup, name=f"coupled_block_k{k}")
@@ -49,15 +50,15 @@ def branch(hsi, aux, kernel_size, filters=64, fusion_units=32, coupled=True, sel
 
 def build_model(hsi_bands, aux_bands, num_classes, patch_size=11, filters=64, fusion_units=32,
                 kernel_sizes=(3, 5), coupled=True, self_loop=True, reconstruction=True, stacked=True, bn_momentum=0.99,
-                bn_warmup=False):
+                bn_warmup=False, spectral_stem=True):
     """The network of Fig. 1: inputs {'hsi': (P, P, B), 'aux': (P, P, A)}, outputs
     {'class': softmax over C, 'rec_aux': second modality from HSI features (H -> L),
      'rec_hsi': HSI from second-modality features (L -> H)}; without reconstruction only 'class'."""
     p = patch_size
     hsi = keras.Input((p, p, hsi_bands), name="hsi")
     aux = keras.Input((p, p, aux_bands), name="aux")
-    branches = [branch(hsi, aux, k, filters, fusion_units, coupled, self_loop, stacked, bn_momentum, bn_warmup)
-                for k in kernel_sizes]
+    branches = [branch(hsi, aux, k, filters, fusion_units, coupled, self_loop, stacked, bn_momentum, bn_warmup,
+                       spectral_stem) for k in kernel_sizes]
     join = lambda xs, name: layers.Concatenate(name=name)(xs) if len(xs) > 1 else xs[0]  # noqa: E731
     fused = join([b[0] for b in branches], "concat_branches")
     outputs = {"class": layers.Dense(num_classes, activation="softmax", kernel_initializer=KERNEL_INIT,
@@ -81,7 +82,7 @@ def architecture(config, data_attrs):
                 kernel_sizes=parse_kernel_sizes(config["kernel_sizes"]), coupled=config["coupled"],
                 self_loop=config["self_loop"], reconstruction=config["reconstruction"],
                 stacked=config["stacked_streams"], bn_momentum=config["bn_momentum"],
-                bn_warmup=config.get("warmup", False))
+                bn_warmup=config.get("warmup", False), spectral_stem=config.get("spectral_stem", True))
 
 
 def parse_kernel_sizes(text):

@@ -7,7 +7,7 @@ from keras import ops
 
 from layers import CoupledSelfLoopingBlock, CrossModalDecoder, SpectralStem, StreamBatchNorm, spectral_grid
 from losses import BatchRMSE
-from network import build_model, classifier, predict_labels
+from network import architecture, build_model, classifier, predict_labels
 
 
 def count(weights):
@@ -240,6 +240,21 @@ def test_ablations():
     assert no_coupling.count_params() - full.count_params() == 4 * conv
     assert full.count_params() - no_loop.count_params() == 2 * 4 * 4 * 2 * 8  # 4 BN x 4 vars x 2 streams x 2 branches
     assert list(no_rec.output) == ["class"] and set(full.output) == {"class", "rec_aux", "rec_hsi"}
+
+
+def test_without_the_spectral_stem_the_hsi_enters_its_conv2d_stem_directly():
+    kwargs = dict(hsi_bands=5, aux_bands=1, num_classes=4, patch_size=7, filters=8, fusion_units=8, kernel_sizes=(3,))
+    full, plain = build_model(**kwargs), build_model(**kwargs, spectral_stem=False)
+    # 5 bands pad to a 3 x 3 grid: Conv3D 3*3*3*3*12 + 12, then the Conv2D sees 3 * 12 channels, not 5
+    stem3d = 3 * 3 * 3 * 3 * 12 + 12
+    assert full.count_params() - plain.count_params() == stem3d + 3 * 3 * (36 - 5) * 8
+    assert not [layer for layer in plain.layers if layer.name.startswith("spectral_stem")]
+    assert tuple(plain.get_layer("hsi_stem_k3").kernel.shape) == (3, 3, 5, 8)
+    shapes = dict(hsi_bands=5, aux_bands=1, num_classes=4, patch_size=7)
+    config = dict(filters=8, fusion_units=8, kernel_sizes="3", coupled=True, self_loop=True, reconstruction=True,
+                  stacked_streams=True, bn_momentum=0.99)  # a run saved before the knob existed
+    assert architecture(config, shapes)["spectral_stem"] is True
+    assert architecture({**config, "spectral_stem": False}, shapes)["spectral_stem"] is False
 
 
 def test_batch_rmse_is_the_root_of_the_whole_batch_mean():
