@@ -278,7 +278,7 @@ RUN_ONLY = ("out", "resume", "overwrite", "max_minutes", "data")  # job settings
 
 
 # What a run made before a setting existed did instead (its config.json lacks the key).
-BEFORE_IT_EXISTED = {"warmup": False}
+BEFORE_IT_EXISTED = {"warmup": False, "spectral_stem": True}
 
 
 def differences(config, wanted):

@@ -259,3 +259,10 @@ def test_a_run_made_before_the_warm_up_existed_counts_as_without_it():
     """Its config.json lacks 'warmup': it averaged with fixed decays, so only --warmup false adopts it."""
     assert rundir.differences({"lr": 1e-3}, {"lr": 1e-3, "warmup": True}) == ["warmup: the run has False, wanted True"]
     assert rundir.differences({"lr": 1e-3}, {"lr": 1e-3, "warmup": False}) == []
+
+
+def test_a_run_made_before_the_spectral_stem_switch_counts_as_with_the_stem():
+    """It was built with the 3-D band-grid stem, the only stem then (network.architecture reads it so too)."""
+    assert rundir.differences({"lr": 1e-3}, {"lr": 1e-3, "spectral_stem": True}) == []
+    assert rundir.differences({"lr": 1e-3}, {"lr": 1e-3, "spectral_stem": False}) == [
+        "spectral_stem: the run has True, wanted False"]
