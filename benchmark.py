@@ -8,18 +8,23 @@ preparation of scenes and the evaluation of runs, timed whole with their peak me
     python benchmark.py --prepare houston2013=/tmp/houston2013.mat --prepare berlin=/tmp/synthetic
     python benchmark.py --evaluate runs/berlin --eval-precision mixed   # evaluate.py, whole test split
     python benchmark.py --data data/houston2013.h5 --fastpath   # JAX: Keras fit against fastpath.py
+    python benchmark.py --data data/houston2013.h5 --isa AVX2,AVX512_CORE,ALL   # as three kinds of CPU
 
 --prepare DATASET=SOURCE runs DataPrepare.py on a scene (python synthetic.py writes DCMNet-layout
 scenes at the real sizes) and prints its wall time, peak memory and file size; --evaluate RUN runs
 evaluate.py on a run and prints its wall time, peak memory and test-set pixels/s.
 
-Modes (the default: keras, defaults, stacked-fp32, stacked-mixed; every figure relative to the first):
-'keras' is the authors' graph written in plain Keras (Keras layers only, fit on NumPy arrays), the
-build a user without this project would write; 'defaults' is model.py's block as it stands
-(precision auto, weight averaging, warm-up, op determinism), its s/epoch with the checkpoint model.py
-writes each epoch. 'plain' runs the two streams of each coupled block one after the other,
-'stacked' both through each shared convolution as one batch (model.py's stacked_streams); fp32, or
-mixed precision (bfloat16 on CPUs, float16 on GPUs); weight averaging off. Training runs the whole
+Modes (the default: keras, defaults, stacked-fp32, stacked-winograd, stacked-mixed; every figure
+relative to the first): 'keras' is the authors' graph written in plain Keras (Keras layers only, fit
+on NumPy arrays), the build a user without this project would write; 'defaults' is model.py's block
+as it stands (precision and conv_algorithm auto, weight averaging, warm-up, op determinism), its
+s/epoch with the checkpoint model.py writes each epoch. 'plain' runs the two streams of each coupled
+block one after the other, 'stacked' both through each shared convolution as one batch (model.py's
+stacked_streams); fp32 with direct convolutions, 'winograd' fp32 with Winograd's (winograd.py), or
+mixed precision (bfloat16 on CPUs, float16 on GPUs); weight averaging off. --isa caps oneDNN's
+instruction set per process (ONEDNN_MAX_CPU_ISA), so that one machine stands in for CPUs with less:
+AVX2 for an AVX2-only CPU, AVX512_CORE for AVX-512 without bfloat16 (the other units, clock, caches
+and memory stay this machine's). Training runs the whole
 network (both decoders), inference the classification path alone, as evaluate.py does. --profile
 adds TensorFlow's per-op profile of each mode's step. --floor times the
 sixteen 64-channel convolutions of the coupled blocks alone: they carry most of the network's
@@ -51,21 +56,24 @@ from settings import model_settings
 PROFILED_STEPS = 5
 
 # keras: the authors' graph written in plain Keras (plainkeras.py), trained by fit on NumPy arrays,
-# as a user without this project would; defaults: model.py's block as it stands (precision auto,
-# weight averaging, warm-up, op determinism), trained through training.RotatedPatches. The others
-# are our network in one build and precision each, weight averaging off.
-MODES = {"keras": None, "defaults": None, "plain-fp32": (False, "float32"), "stacked-fp32": (True, "float32"),
-         "plain-mixed": (False, "mixed"), "stacked-mixed": (True, "mixed")}
-DEFAULT_MODES = "keras,defaults,stacked-fp32,stacked-mixed"
+# as a user without this project would; defaults: model.py's block as it stands (precision and
+# convolution algorithm auto, weight averaging, warm-up, op determinism), trained through
+# training.RotatedPatches. The others are our network in one build, precision and convolution
+# algorithm each, weight averaging off.
+MODES = {"keras": None, "defaults": None, "plain-fp32": (False, "float32", "direct"),
+         "stacked-fp32": (True, "float32", "direct"), "stacked-winograd": (True, "float32", "winograd"),
+         "plain-mixed": (False, "mixed", "direct"), "stacked-mixed": (True, "mixed", "direct")}
+DEFAULT_MODES = "keras,defaults,stacked-fp32,stacked-winograd,stacked-mixed"
+ISA_ENV = "ONEDNN_MAX_CPU_ISA"
 
 
 def mode_config(name, batch_size):
-    """model.py's settings for a mode: its block itself for 'defaults', else with the build and
-    precision of the mode and averaging off."""
+    """model.py's settings for a mode: its block itself for 'defaults', else with the build,
+    precision and convolution algorithm of the mode and averaging off."""
     config = {**model_settings(), "batch_size": batch_size}
     if name != "defaults":
-        stacked, precision = MODES.get(name) or (False, "float32")
-        config.update(stacked_streams=stacked, precision=precision, ema=0.0)
+        stacked, precision, algorithm = MODES.get(name) or (False, "float32", "direct")
+        config.update(stacked_streams=stacked, precision=precision, conv_algorithm=algorithm, ema=0.0)
     return config
 
 
@@ -135,6 +143,7 @@ def bench_mode(name, info, train, test, args):
     if name != "keras":  # as model.py runs: seeded, op determinism where it applies
         determinism.apply(config["deterministic"], 0)
     policy = network.set_precision(precision)
+    algorithm = network.set_conv_algorithm(config["conv_algorithm"], precision)
     if name == "keras":
         net, clf = keras_reference(info, config)
         batches = NumpyBatches(train, config["batch_size"], 3 + args.steps + PROFILED_STEPS)
@@ -149,7 +158,7 @@ def bench_mode(name, info, train, test, args):
     infer_ps = infer_speed(clf, {"hsi": test["hsi"], "aux": test["aux"]}, args.infer_batch)
     floor = conv_floor(info, config, args.steps, args.infer_batch) if args.floor else (None, None)
     keras.mixed_precision.set_dtype_policy("float32")
-    return dict(mode=name, policy=policy, why=why, train=train_ps, infer=infer_ps, epoch_extra=epoch_extra,
+    return dict(mode=name, policy=policy, why=why, algorithm="direct" if name == "keras" else algorithm, train=train_ps, infer=infer_ps, epoch_extra=epoch_extra,
                 floor_train=floor[0], floor_infer=floor[1], profile=op_profile(profile) if profile else None)
 
 
@@ -254,16 +263,18 @@ def run_one(args):
                                   "scene_pixels": pixels}), flush=True)
 
 
-def spawn(mode, args):
-    """Each mode in its own process, so that no mode inherits another's threads, caches or memory."""
+def spawn(mode, args, isa=None):
+    """Each mode in its own process, so that no mode inherits another's threads, caches or memory;
+    isa: oneDNN's ISA cap for it (ONEDNN_MAX_CPU_ISA), None for the machine's own."""
     cmd = [sys.executable, os.path.abspath(__file__), "--one", mode, "--data", args.data, "--steps", str(args.steps),
            "--batch-size", str(args.batch_size), "--infer-patches", str(args.infer_patches),
            "--infer-batch", str(args.infer_batch)] + \
         (["--floor"] if args.floor else []) + (["--profile"] if args.profile else [])
-    run = subprocess.run(cmd, capture_output=True, text=True)
+    env = {k: v for k, v in os.environ.items() if k != ISA_ENV}
+    run = subprocess.run(cmd, capture_output=True, text=True, env={**env, ISA_ENV: isa} if isa else env)
     lines = [line for line in run.stdout.splitlines() if line.startswith("RESULT ")]
     if run.returncode or not lines:
-        sys.exit(f"benchmark of {mode} failed:\n{run.stderr[-3000:]}")
+        sys.exit(f"benchmark of {mode}{f' ({ISA_ENV}={isa})' if isa else ''} failed:\n{run.stderr[-3000:]}")
     return json.loads(lines[-1][len("RESULT "):])
 
 
@@ -406,6 +417,9 @@ def main():
     parser.add_argument("--eval-precision", choices=list(network.PRECISIONS), help="with --evaluate: inference precision")
     parser.add_argument("--stand-in", action="store_true", help="label the figures: the data is the synthetic "
                         "Houston 2013 stand-in (synthetic.py houston2013)")
+    parser.add_argument("--isa", metavar="CAP,CAP", help="run every mode under each of oneDNN's ISA caps "
+                        f"({ISA_ENV}, e.g. AVX2,AVX512_CORE,ALL): one machine timed as several kinds of CPU, each "
+                        "mode relative to the first under the same cap; ALL: the machine's own")
     parser.add_argument("--one", choices=list(MODES), help=argparse.SUPPRESS)
     parser.add_argument("--fastpath", action="store_true", help="under JAX: Keras' fit against fastpath.fit "
                         "(epochs/s) and scene prediction with patches cut on the host against on the device "
@@ -442,15 +456,21 @@ def main():
     unknown = [m for m in modes if m not in MODES]
     if unknown:
         sys.exit(f"benchmark.py: unknown mode(s) {', '.join(unknown)}; known: {', '.join(MODES)}")
+    caps = [c.strip().upper() for c in args.isa.split(",")] if args.isa else [None]
     best = {}
     for _ in range(args.rounds):
-        for name in modes:
-            r = spawn(name, args)
-            old = best.get(name, r)
-            best[name] = {**r, **{k: max(r[k], old[k]) for k in ("train", "infer", "peak_gb")},
-                          **{k: max(r[k], old[k]) for k in ("floor_train", "floor_infer") if r[k]},
-                          "epoch_extra": min(r["epoch_extra"], old["epoch_extra"])}
-    print_modes(best, modes, args)
+        for cap in caps:  # interleaved: a slow spell of a shared machine hits every cap and mode alike
+            for name in modes:
+                r = spawn(name, args, None if cap == "ALL" else cap)
+                old = best.setdefault(cap, {}).get(name, r)
+                best[cap][name] = {**r, **{k: max(r[k], old[k]) for k in ("train", "infer", "peak_gb")},
+                                   **{k: max(r[k], old[k]) for k in ("floor_train", "floor_infer") if r[k]},
+                                   "epoch_extra": min(r["epoch_extra"], old["epoch_extra"])}
+    for cap in caps:
+        if cap:
+            print(f"== {ISA_ENV}={cap}" + (" (the machine's own)" if cap == "ALL" else
+                                          ": oneDNN's kernels use no unit above it; a stand-in for such a CPU"))
+        print_modes(best[cap], modes, args)
 
 
 def print_modes(best, modes, args):
@@ -464,19 +484,19 @@ def print_modes(best, modes, args):
 
     for name in modes:
         r = best[name]
-        print(f"  {name:13s} {r['policy']:15s} train {r['train']:6.1f} patches/s ({ms(r['train']):5.0f} ms/batch, "
+        print(f"  {name:16s} {r['policy']:15s} {r['algorithm']:8s} train {r['train']:6.1f} patches/s ({ms(r['train']):5.0f} ms/batch, "
               f"{epoch_s(r):5.1f} s/epoch)   infer {r['infer']:6.1f} patches/s "
               f"({r['scene_pixels'] / r['infer'] / 60:5.1f} min per full-scene map)   peak {r['peak_gb']:.2f} GB")
     if "defaults" in best:
         r = best["defaults"]
-        print(f"  defaults: precision {r['policy']} ({r['why']}); its s/epoch include {r['epoch_extra']:.2f} s for "
+        print(f"  defaults: precision {r['policy']} ({r['why']}), {r['algorithm']} convolutions; its s/epoch include {r['epoch_extra']:.2f} s for "
               f"final.keras and its sha256 once an epoch")
     if args.floor:
         print("the coupled blocks' convolutions alone (forward + backward, both streams): the ceiling for any "
               "build of the network that uses this backend's convolutions on this machine:")
         for name in modes:
             r = best[name]
-            print(f"  {name:13s} {r['policy']:15s} train {r['floor_train']:6.1f} patches/s "
+            print(f"  {name:16s} {r['policy']:15s} train {r['floor_train']:6.1f} patches/s "
                   f"({ms(r['floor_train']):5.0f} ms/batch, {r['epoch_patches'] / r['floor_train']:5.1f} s/epoch)   "
                   f"infer {r['floor_infer']:6.1f} patches/s ({r['scene_pixels'] / r['floor_infer'] / 60:5.1f} min "
                   f"per full-scene map)")
@@ -492,7 +512,7 @@ def print_modes(best, modes, args):
     base = best[modes[0]]
     print(f"relative to {base['mode']} (training per epoch, inference per patch):")
     for name in modes:
-        print(f"  {name:13s} train x{epoch_s(base) / epoch_s(best[name]):.2f}   "
+        print(f"  {name:16s} train x{epoch_s(base) / epoch_s(best[name]):.2f}   "
               f"infer x{best[name]['infer'] / base['infer']:.2f}")
 
 if __name__ == "__main__":

@@ -128,8 +128,9 @@ def evaluate_run(run_dir, data=None, select=None, precision=None, batch_size=BAT
                  checkpoint=f"{checkpoint}.keras", checkpoint_sha256=digest,
                  weights="averaged (ema {:g})".format(ema) if ema else "raw (no averaging)",
                  epochs_done=state.get("epochs_done"), selected_epoch=epoch,
-                 epochs_planned=config.get("epochs"), precision=precision,
+                 epochs_planned=config.get("epochs"), precision=precision, conv_algorithm=network.conv_algorithm(),
                  training_precision=rundir.training_precision(config),
+                 training_conv_algorithm=rundir.training_conv_algorithm(config),
                  test_seconds=round(seconds, 1), test_pixels_per_second=round(len(y_pred) / max(seconds, 1e-9), 1),
                  batch_size=batch_size, devices=devices.describe(clf))
         m["model"] = network_description(m)
@@ -154,7 +155,8 @@ def map_unlabelled(pf, clf, data, run_dir, config, select, checkpoint, digest, p
     m = dict(run=run_dir, data=os.path.basename(data), data_path=os.path.abspath(data), data_sha256=sha256(data),
              labelled=False, protocol=rundir.protocol_text(select, config), select=select,
              checkpoint=f"{checkpoint}.keras", checkpoint_sha256=digest, precision=precision,
-             normalisation=pf.info()["normalisation"], georeferenced=pf.georef is not None,
+             conv_algorithm=network.conv_algorithm(), normalisation=pf.info()["normalisation"],
+             georeferenced=pf.georef is not None,
              map=map_figures(labels, seconds, batch_size, run_file(run_dir, suffix)), command=command,
              evaluated_at=datetime.datetime.now().isoformat(timespec="seconds"))
     write_json(os.path.join(run_dir, f"map{suffix}.json"), m)

@@ -3,6 +3,8 @@
 Each part is a small Keras layer with `build`/`call`/`get_config`, written with `keras.ops` only so
 that the same code runs under the TensorFlow, JAX or PyTorch backends of Keras 3:
 
+- `Conv2D`: Keras' Conv2D, computed by Winograd's minimal filtering (winograd.py) where the process's
+  convolution algorithm says so (`set_conv_algorithm`); same weights, same result.
 - `SpectralStem`: the 3-D convolution over bands grouped as a square grid (the "3D CNN" of Fig. 1).
 - `StreamBatchNorm`: BatchNormalization with its own statistics per modality stream.
 - `CoupledSelfLoopingBlock`: four convolutions shared by the HSI and second-modality streams
@@ -15,10 +17,44 @@ import keras
 from keras import layers, ops
 
 import devices
+import winograd
 from averaging import warmup_decay
 
 KERNEL_INIT = "glorot_normal"  # the authors' initialisation
 PACKAGE = "coupled_self_looping"
+CONV_ALGORITHMS = ("direct", "winograd")
+_conv_algorithm = ["direct"]  # the process's choice, read when a layer is traced (like Keras' dtype policy)
+
+
+def set_conv_algorithm(name):
+    """How this module's Conv2D layers traced from now on compute: 'direct' (Keras' convolution) or
+    'winograd' (winograd.py, in float32 only). Returns the previous choice."""
+    if name not in CONV_ALGORITHMS:
+        raise ValueError(f"conv algorithm must be one of {', '.join(CONV_ALGORITHMS)}, got {name!r}")
+    previous, _conv_algorithm[0] = _conv_algorithm[0], name
+    return previous
+
+
+def conv_algorithm():
+    return _conv_algorithm[0]
+
+
+@keras.saving.register_keras_serializable(PACKAGE)
+class Conv2D(layers.Conv2D):
+    """Keras' Conv2D (same weights, names and result) whose convolution is Winograd's minimal filtering
+    when the process's algorithm is 'winograd', the layer computes in float32 and its shape allows it
+    (a 3 x 3 or 5 x 5 kernel, 'same', stride 1); a direct convolution otherwise. Under mixed precision
+    it stays direct: the transforms would lose too much in bfloat16 or float16.
+
+    Named Conv2D on purpose: a checkpoint stores a block's list of layers under their class names
+    (conv2d, conv2d_1, ...), so this name keeps the checkpoints of Keras' Conv2D loadable."""
+
+    def convolution_op(self, inputs, kernel):
+        if (conv_algorithm() == "winograd" and self.compute_dtype == "float32"
+                and winograd.supports(self.kernel_size, self.strides, self.dilation_rate, self.padding,
+                                      self.data_format)):
+            return winograd.conv2d_same(inputs, kernel)
+        return super().convolution_op(inputs, kernel)
 
 
 def spectral_grid(bands):
@@ -162,8 +198,8 @@ class CoupledSelfLoopingBlock(layers.Layer):
         self.filters, self.kernel_size, self.bn_momentum, self.bn_warmup = filters, kernel_size, bn_momentum, bn_warmup
         self.coupled, self.self_loop, self.stacked = coupled, self_loop, stacked
         kernel_sets = 1 if coupled else 2
-        self.convs = [layers.Conv2D(filters, kernel_size, padding="same", activation="relu",
-                                    kernel_initializer=KERNEL_INIT, name=f"W{i % 4 + 1}" + ("" if coupled else f"_s{i // 4}"))
+        self.convs = [Conv2D(filters, kernel_size, padding="same", activation="relu", kernel_initializer=KERNEL_INIT,
+                             name=f"W{i % 4 + 1}" + ("" if coupled else f"_s{i // 4}"))
                       for i in range(4 * kernel_sets)]
         stages = 2 if self_loop else 1
         self.norms = [StreamBatchNorm(2, bn_momentum, warmup=bn_warmup, name=f"bn_stage{i // 4 + 1}_W{i % 4 + 1}") for i in range(4 * stages)]

@@ -30,6 +30,7 @@ reconstruction = True  # ablation: False drops both decoders (lambda1 = lambda2 
 spectral_stem = True  # the 3-D convolution over the band grid (Sec. 3); False, a study: the HSI's Conv2D stem alone
 select = "last"  # checkpoint: last (honest) | val (best on the carved validation group) | authors (best on TEST)
 precision = "auto"  # auto: mixed on a CPU with bfloat16 hardware (amx_bf16, avx512_bf16), else float32 | float32 | mixed (bfloat16 on CPUs, float16 on GPUs)
+conv_algorithm = "auto"  # auto: winograd where the network computes in float32 on a CPU, else direct | direct | winograd (same result, fewer multiplications; winograd.py)
 stacked_streams = True  # both streams through each shared convolution as one batch: same result, faster on a GPU
 ema = 0.995  # keep and evaluate a moving average of the weights over ~1/(1-ema) steps (docs/ema-study.md); 0: off (the paper)
 warmup = True  # the average and the batch-norm statistics decay by min(m, (1+t)/(10+t)) at step t (averaging.py): short runs keep no initial weights
@@ -57,12 +58,13 @@ import devices  # noqa: E402
 import rundir  # noqa: E402
 import training  # noqa: E402
 from fileio import sha256  # noqa: E402
-from network import (PRECISIONS, architecture, build_model, gpu_count, parse_kernel_sizes,  # noqa: E402
-                     resolve_precision, set_precision)  # noqa: E402
+from network import (CONV_ALGORITHMS, PRECISIONS, architecture, build_model, gpu_count,  # noqa: E402
+                     parse_kernel_sizes, resolve_conv_algorithm, resolve_precision, set_conv_algorithm,
+                     set_precision)
 from patchfile import PatchFile, PatchFileError  # noqa: E402
 import report  # noqa: E402
 
-CHOICES = {"select": list(rundir.PROTOCOLS), "precision": list(PRECISIONS),
+CHOICES = {"select": list(rundir.PROTOCOLS), "precision": list(PRECISIONS), "conv_algorithm": list(CONV_ALGORITHMS),
            "deterministic": list(determinism.CHOICES), "fast_path": ["auto", "off"]}
 RESUMABLE = ("epochs", "max_minutes")  # what a resumed job may set; everything else is the run's
 
@@ -121,6 +123,8 @@ def new_run(config, argv):
                   command=shlex.join(["python", "model.py", *argv]), keras=keras.__version__,
                   backend=keras.backend.backend(), gpus=gpu_count(), started=rundir.now())
     config["precision_used"], config["precision_reason"] = resolve_precision(config["precision"])
+    config["conv_algorithm_used"], config["conv_algorithm_reason"] = resolve_conv_algorithm(
+        config["conv_algorithm"], config["precision_used"])
     rundir.write_config(run_dir, config)
     return config, {"epochs_done": 0}
 
@@ -141,6 +145,7 @@ def train(config, state, max_minutes=0.0):
         print(note)
     deterministic = determinism.apply(config.get("deterministic", "auto"), config["seed"] + state["epochs_done"])
     policy = set_precision(rundir.training_precision(config))
+    algorithm = set_conv_algorithm(rundir.training_conv_algorithm(config), rundir.training_precision(config))
     with devices.distribution_scope():
         if state["epochs_done"]:
             net = keras.saving.load_model(rundir.checkpoint_path(run_dir, "final"))  # weights and optimiser state
@@ -148,7 +153,8 @@ def train(config, state, max_minutes=0.0):
             net = build_model(**config["architecture"])
             training.compile_model(net, config)
     callbacks = training.callbacks(config, held_out, max_minutes, rundir.monitored(config["select"]), state)
-    print(f"dtype policy {policy} ({config.get('precision_reason', 'asked for')}), backend {keras.backend.backend()}, "
+    print(f"dtype policy {policy} ({config.get('precision_reason', 'asked for')}), {algorithm} convolutions, "
+          f"backend {keras.backend.backend()}, "
           f"GPUs {gpu_count()}, {devices.describe(net)}, {deterministic}, "
           f"run directory {run_dir}")
     try:

@@ -21,7 +21,9 @@ import hardware
 # Registered here because a checkpoint's compile config names them (averaged_values loads it):
 import averaging  # noqa: F401  (AveragedNadam)
 import losses  # noqa: F401  (BatchRMSE)
-from layers import KERNEL_INIT, CoupledSelfLoopingBlock, CrossModalDecoder, SpectralStem
+from layers import KERNEL_INIT, Conv2D, CoupledSelfLoopingBlock, CrossModalDecoder, SpectralStem
+from layers import conv_algorithm  # noqa: F401  (the process's choice, for what a result records)
+from layers import set_conv_algorithm as _set_layers_algorithm
 
 PRECISIONS = {
     "auto": "mixed where this machine computes bfloat16 in hardware (a CPU with amx_bf16 or avx512_bf16, "
@@ -31,13 +33,21 @@ PRECISIONS = {
 }
 
 
+CONV_ALGORITHMS = {
+    "auto": "winograd where the network computes in float32 on a CPU under TensorFlow, else direct",
+    "direct": "the backend's convolutions (oneDNN on CPUs, cuDNN on GPUs)",
+    "winograd": "the 3 x 3 and 5 x 5 'same' convolutions by Winograd's minimal filtering (winograd.py), in float32 "
+                "only; direct under mixed precision",
+}
+
+
 def branch(hsi, aux, kernel_size, filters=64, fusion_units=32, coupled=True, self_loop=True, stacked=True,
            bn_momentum=0.99, bn_warmup=False, spectral_stem=True):
     """One coupled self-looping branch of kernel size k: returns (fused 32-vector, HSI 256, aux 256).
     spectral_stem=False (a study, not the paper): the HSI's Conv2D stem alone, as the second modality's."""
     k = kernel_size
-    conv = lambda name: layers.Conv2D(filters, k, padding="same", activation="relu",  # noqa: E731
-                                      kernel_initializer=KERNEL_INIT, name=name)
+    conv = lambda name: Conv2D(filters, k, padding="same", activation="relu",  # noqa: E731
+                               kernel_initializer=KERNEL_INIT, name=name)
     x_hsi = conv(f"hsi_stem_k{k}")(SpectralStem(name=f"spectral_stem_k{k}")(hsi) if spectral_stem else hsi)
     x_aux = conv(f"aux_stem_k{k}")(aux)
     block = CoupledSelfLoopingBlock(filters, k, coupled=coupled, self_loop=self_loop, stacked=stacked,
@@ -111,6 +121,32 @@ def resolve_precision(choice, flags=None):
     return "float32", "auto: this CPU has no bfloat16 hardware (no amx_bf16, no avx512_bf16)"
 
 
+def resolve_conv_algorithm(choice, precision):
+    """(direct or winograd, why) for a convolution algorithm choice, given the precision resolved
+    for this process. Winograd pays where float32 convolutions bound the step: on a CPU without
+    bfloat16 hardware, oneDNN's are near its peak already and only fewer multiplications help
+    (docs/performance.md); with bfloat16 or on a GPU the direct kernels are faster."""
+    if choice not in CONV_ALGORITHMS:
+        raise ValueError(f"conv_algorithm must be one of {', '.join(CONV_ALGORITHMS)}, got {choice!r}")
+    if choice != "auto":
+        return choice, "asked for"
+    if precision != "float32":
+        return "direct", "auto: mixed precision computes with the direct bfloat16/float16 kernels"
+    if gpu_count():
+        return "direct", "auto on a GPU: its direct kernels are faster"
+    if keras.backend.backend() != "tensorflow":
+        return "direct", f"auto under {keras.backend.backend()}: Winograd was measured with TensorFlow only"
+    return "winograd", "auto: float32 on a CPU, where oneDNN's convolutions bound the step"
+
+
+def set_conv_algorithm(choice, precision):
+    """Make the network's Conv2D layers traced from now on compute as resolve_conv_algorithm
+    chooses; returns the algorithm's name."""
+    algorithm = resolve_conv_algorithm(choice, resolve_precision(precision)[0])[0]
+    _set_layers_algorithm(algorithm)
+    return algorithm
+
+
 def inference_precision(trained_in, asked=None):
     """The precision a checkpoint is scored in: the one asked for ('auto' chosen on this machine),
     else the one it trained in (rundir.training_precision)."""
@@ -137,12 +173,14 @@ def gpu_count():
     return 0
 
 
-def load_classifier(arch, checkpoint_path, precision="float32", averaged=False):
+def load_classifier(arch, checkpoint_path, precision="float32", averaged=False, algorithm="auto"):
     """The classification path of the network `arch` (build_model's arguments), rebuilt in
     `precision` with the weights of the .keras checkpoint at checkpoint_path: the raw weights, or
     with averaged=True the moving average the optimizer kept beside them (ema > 0). The process's
-    dtype policy is restored afterwards."""
+    dtype policy is restored afterwards; its convolution algorithm is set for the classifier
+    (set_conv_algorithm: `algorithm` on this machine, in `precision`)."""
     policy = keras.mixed_precision.dtype_policy()
+    set_conv_algorithm(algorithm, precision)
     try:
         average = averaged_values(checkpoint_path) if averaged else None
         set_precision(precision)

@@ -172,6 +172,12 @@ def result_suffix(config, select, precision, data=None):
     return "".join(f"-{part}" for part in parts)
 
 
+def training_conv_algorithm(config):
+    """direct or winograd: how the run's convolutions computed while it trained (conv_algorithm
+    'auto' is chosen on its machine when it starts); a run from before the choice existed, direct."""
+    return config.get("conv_algorithm_used") or BEFORE_IT_EXISTED["conv_algorithm"]
+
+
 def training_precision(config):
     """float32 or mixed: what the run trained in. precision 'auto' is chosen on the run's machine when
     it starts and kept as precision_used, so a resumed run goes on in it wherever it resumes."""
@@ -278,7 +284,7 @@ RUN_ONLY = ("out", "resume", "overwrite", "max_minutes", "data")  # job settings
 
 
 # What a run made before a setting existed did instead (its config.json lacks the key).
-BEFORE_IT_EXISTED = {"warmup": False, "spectral_stem": True}
+BEFORE_IT_EXISTED = {"warmup": False, "spectral_stem": True, "conv_algorithm": "direct"}
 
 
 def differences(config, wanted):
