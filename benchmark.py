@@ -177,14 +177,15 @@ def epoch_end_seconds(net):
 
 def conv_floor(info, config, steps, infer_batch):
     """The coupled blocks' shared convolutions alone, at the model's shapes (both streams stacked,
-    W1..W4 applied twice per block, bias and ReLU included), forward and backward: no build of the
-    network that computes these convolutions with this backend's kernels trains or infers faster on
-    this machine, whatever it saves elsewhere. Returns (training patches/s, inference patches/s)."""
+    W1..W4 applied twice per block, bias and ReLU included), forward and backward, in the mode's
+    precision and convolution algorithm: no build of the network that computes these convolutions
+    that way trains or infers faster on this machine, whatever it saves elsewhere. Returns
+    (training patches/s, inference patches/s)."""
     p, f = info["patch_size"], config["filters"]
     x = y = keras.Input((p, p, f))
     for k in network.parse_kernel_sizes(config["kernel_sizes"]):
         for _ in range(8):
-            y = keras.layers.Conv2D(f, k, padding="same", activation="relu")(y)
+            y = network.Conv2D(f, k, padding="same", activation="relu")(y)  # direct or Winograd, as the mode
     net = keras.Model(x, y)
     net.compile(optimizer="sgd", loss="mse")
     rng = np.random.default_rng(0)
@@ -263,15 +264,24 @@ def run_one(args):
                                   "scene_pixels": pixels}), flush=True)
 
 
+def isa_env(isa, environ=None):
+    """The environment of a mode's process: this one's for isa None (a cap the user set holds), no
+    cap for ALL, else ONEDNN_MAX_CPU_ISA=isa."""
+    env = dict(os.environ if environ is None else environ)
+    if isa:
+        env.pop(ISA_ENV, None)
+        env.update({} if isa == "ALL" else {ISA_ENV: isa})
+    return env
+
+
 def spawn(mode, args, isa=None):
     """Each mode in its own process, so that no mode inherits another's threads, caches or memory;
-    isa: oneDNN's ISA cap for it (ONEDNN_MAX_CPU_ISA), None for the machine's own."""
+    isa: oneDNN's ISA cap for it (ONEDNN_MAX_CPU_ISA), ALL for none, None for this process's."""
     cmd = [sys.executable, os.path.abspath(__file__), "--one", mode, "--data", args.data, "--steps", str(args.steps),
            "--batch-size", str(args.batch_size), "--infer-patches", str(args.infer_patches),
            "--infer-batch", str(args.infer_batch)] + \
         (["--floor"] if args.floor else []) + (["--profile"] if args.profile else [])
-    env = {k: v for k, v in os.environ.items() if k != ISA_ENV}
-    run = subprocess.run(cmd, capture_output=True, text=True, env={**env, ISA_ENV: isa} if isa else env)
+    run = subprocess.run(cmd, capture_output=True, text=True, env=isa_env(isa))
     lines = [line for line in run.stdout.splitlines() if line.startswith("RESULT ")]
     if run.returncode or not lines:
         sys.exit(f"benchmark of {mode}{f' ({ISA_ENV}={isa})' if isa else ''} failed:\n{run.stderr[-3000:]}")
@@ -461,7 +471,7 @@ def main():
     for _ in range(args.rounds):
         for cap in caps:  # interleaved: a slow spell of a shared machine hits every cap and mode alike
             for name in modes:
-                r = spawn(name, args, None if cap == "ALL" else cap)
+                r = spawn(name, args, cap)
                 old = best.setdefault(cap, {}).get(name, r)
                 best[cap][name] = {**r, **{k: max(r[k], old[k]) for k in ("train", "infer", "peak_gb")},
                                    **{k: max(r[k], old[k]) for k in ("floor_train", "floor_infer") if r[k]},

@@ -22,8 +22,8 @@ import hardware
 import averaging  # noqa: F401  (AveragedNadam)
 import losses  # noqa: F401  (BatchRMSE)
 from layers import KERNEL_INIT, Conv2D, CoupledSelfLoopingBlock, CrossModalDecoder, SpectralStem
-from layers import conv_algorithm  # noqa: F401  (the process's choice, for what a result records)
-from layers import set_conv_algorithm as _set_layers_algorithm
+from layers import conv_algorithm  # noqa: F401  (the process's choice: what a result records)
+from layers import set_conv_algorithm as _use_algorithm
 
 PRECISIONS = {
     "auto": "mixed where this machine computes bfloat16 in hardware (a CPU with amx_bf16 or avx512_bf16, "
@@ -31,8 +31,6 @@ PRECISIONS = {
     "float32": "float32 throughout",
     "mixed": "mixed precision: bfloat16 on CPUs, float16 with loss scaling on GPUs; outputs float32",
 }
-
-
 CONV_ALGORITHMS = {
     "auto": "winograd where the network computes in float32 on a CPU under TensorFlow, else direct",
     "direct": "the backend's convolutions (oneDNN on CPUs, cuDNN on GPUs)",
@@ -143,7 +141,7 @@ def set_conv_algorithm(choice, precision):
     """Make the network's Conv2D layers traced from now on compute as resolve_conv_algorithm
     chooses; returns the algorithm's name."""
     algorithm = resolve_conv_algorithm(choice, resolve_precision(precision)[0])[0]
-    _set_layers_algorithm(algorithm)
+    _use_algorithm(algorithm)
     return algorithm
 
 

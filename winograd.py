@@ -90,8 +90,10 @@ def conv2d_same(x, kernel):
     v = ops.matmul(bp, ops.reshape(ops.transpose(x, (1, 2, 0, 3)), (p, -1)))  # (n tp, q N C)
     v = ops.matmul(bq, ops.reshape(v, (n * tp, q, -1)))  # (n tp, n tq, N C), bq broadcast
     v = ops.reshape(v, (n, tp, n, -1, channels))  # (a, t, b, (s N), C)
-    # the kernel to the points: U[a, b] = G g G^T per channel pair
-    u = ops.einsum("ai,bj,ijck->abck", g, g, kernel)
+    # the kernel to the points: U[a, b] = G g G^T per channel pair, as two products (an einsum of
+    # three operands cost as much as the convolutions' own forward pass here)
+    u = ops.matmul(g, ops.reshape(kernel, (k, -1)))  # (a, j C K)
+    u = ops.matmul(g, ops.reshape(u, (n, k, -1)))  # (a, b, C K), g broadcast
     u = ops.reshape(u, (n, 1, n, channels, filters))
     # one product per point (a, b), summed over channels, for every tile of every patch
     y = ops.matmul(v, u)  # (a, t, b, (s N), K)

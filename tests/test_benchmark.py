@@ -42,3 +42,13 @@ def test_defaults_mode_is_model_pys_block():
     assert config["stacked_streams"] is True and config["deterministic"] == "auto"
     assert benchmark.mode_config("stacked-mixed", 64)["precision"] == "mixed"
     assert benchmark.mode_config("stacked-mixed", 64)["ema"] == 0.0
+    assert config["conv_algorithm"] == "auto"
+    assert benchmark.mode_config("stacked-winograd", 64)["conv_algorithm"] == "winograd"
+    assert benchmark.mode_config("stacked-fp32", 64)["conv_algorithm"] == "direct"
+
+
+def test_each_mode_runs_under_the_isa_cap_asked_for():
+    user = {"PATH": "/bin", "ONEDNN_MAX_CPU_ISA": "AVX512_CORE"}
+    assert benchmark.isa_env(None, user) == user  # no --isa: the user's own cap holds
+    assert benchmark.isa_env("AVX2", user) == {"PATH": "/bin", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    assert benchmark.isa_env("ALL", user) == {"PATH": "/bin"}
