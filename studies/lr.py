@@ -84,14 +84,24 @@ def summary(curves):
                  "mean_last_3": sum(c[-3:]) / len(c[-3:])} for lr, c in curves.items()}
 
 
+def data_label(path):
+    """What the data is, as every figure says it (real, derived, synthetic)."""
+    from patchfile import PatchFile
+    from report import dataset_label
+    with PatchFile(path) as pf:
+        info = pf.info()
+    return dataset_label(info["dataset"], info["synthetic"], False, info.get("data_label", ""))
+
+
 def plot(curves, chosen, png, title):
-    from report import pyplot
+    from report import pyplot, title_lines
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     for lr, c in sorted(curves.items()):
         ax.plot(range(1, len(c) + 1), [100 * v for v in c], marker="o", lw=2.5 if lr == chosen else 1,
                 label=f"lr {lr:g}" + (" (chosen)" if lr == chosen else ""))
-    ax.set(xlabel="epoch", ylabel="validation accuracy, %", title=title)
+    ax.set(xlabel="epoch", ylabel="validation accuracy, %")
+    ax.set_title(title_lines(*title, width=70), fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -127,7 +137,8 @@ def main(argv=None):
               "figures": {f"{lr:g}": f for lr, f in figures.items()}, "runs": [run_dir(args.out, lr) for lr in lrs]}
     write_text(os.path.join(args.out, "lr-study.json"), json.dumps(result, indent=1) + "\n")
     if args.png:
-        plot(curves, chosen, args.png, f"learning rate on the validation group: {os.path.basename(args.data)}")
+        plot(curves, chosen, args.png, [f"learning rate on the validation group of {os.path.basename(args.data)}",
+                                         data_label(args.data)])
         print(f"wrote {args.png}")
     return 0
 
