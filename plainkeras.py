@@ -21,12 +21,12 @@ class NumpyBatches:
         self.y = {"class": train["label"][patch].astype("int32"), "rec_aux": self.x["aux"], "rec_hsi": self.x["hsi"]}
         self.batch_size, self.used = batch_size, 0
 
-    def fit(self, net, n):
+    def fit(self, net, n, callbacks=()):
         """fit on the next n batches of the arrays."""
         part = slice(self.used * self.batch_size, (self.used + n) * self.batch_size)
         self.used += n
         net.fit({m: a[part] for m, a in self.x.items()}, {m: a[part] for m, a in self.y.items()},
-                batch_size=self.batch_size, epochs=1, shuffle=False, verbose=0)
+                batch_size=self.batch_size, epochs=1, shuffle=False, verbose=0, callbacks=list(callbacks))
 
 
 def keras_reference(info, config):
