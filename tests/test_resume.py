@@ -13,7 +13,7 @@ import keras
 
 import network
 from patchfile import PatchFile
-from runs import TINY, history, same_weights, train, without_times
+from runs import TINY, assert_same_history, history, same_weights, train
 
 
 @pytest.mark.slow
@@ -53,7 +53,7 @@ def test_a_killed_run_with_weight_averaging_resumes_exactly_and_is_scored_averag
     train([*common, "--out", whole, "--epochs", "3"])
     train([*common, "--out", resumed, "--epochs", "2"])
     train(["--resume", resumed, "--epochs", "3"])
-    assert without_times(history(resumed)) == without_times(history(whole))
+    assert_same_history(history(resumed), history(whole))
     same_weights(whole, resumed, "final.keras")
     for a, b in zip(*(network.averaged_values(os.path.join(r, "final.keras")) for r in (whole, resumed))):
         np.testing.assert_array_equal(a, b)
@@ -94,7 +94,7 @@ def test_killed_runs_resume_to_exactly_the_uninterrupted_run(demo_h5, tmp_path):
 
     want = json.load(open(os.path.join(whole, "state.json")))
     for run in (stray, ahead):
-        assert without_times(history(run)) == without_times(history(whole)), run
+        assert_same_history(history(run), history(whole), run)
         for name in ("final.keras", "selected.keras"):
             same_weights(whole, run, name)
         state = json.load(open(os.path.join(run, "state.json")))
