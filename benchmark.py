@@ -88,8 +88,8 @@ def peak_gb():
 
 
 class StepClock(keras.callbacks.Callback):
-    """Seconds from the first step's start to the end of training (the last step's results read), so
-    that what fit does after training, alike for no one, is not counted: Keras' fit on NumPy
+    """Seconds from the first step's start to the end of training (the last step's results read).
+    What fit does after training is left out: it is no step of either build, and Keras' fit on NumPy
     arrays paused about 10 s after every other call on TensorFlow 2.21, whatever the step time."""
 
     def on_train_batch_begin(self, batch, logs=None):

@@ -133,11 +133,14 @@ def test_mixed_precision_training(small_demo_h5, tmp_path, monkeypatch, gpu):
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="JAX is not installed (CI installs it)")
 @pytest.mark.parametrize("stacked", ["true", "false"])
-def test_tiny_training_under_the_jax_backend(demo_h5, tmp_path, stacked):
+def test_tiny_training_under_the_jax_backend(demo_h5, tmp_path, tmp_path_factory, stacked):
     """Both builds of the coupled block train under JAX without TensorFlow (the plain build's
     per-stream batch-norm update once failed there), with weight averaging on, and the second epoch
-    resumes; evaluate.py then scores the averaged weights under JAX too."""
-    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    resumes; evaluate.py then scores the averaged weights under JAX too. The processes share JAX's
+    persistent compilation cache, as a user's jobs may: the resumed job's programs are the first's."""
+    cache = tmp_path_factory.getbasetemp() / "jax-compilation-cache"
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_COMPILATION_CACHE_DIR": str(cache),
+           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
     run = str(tmp_path / "jax")
     # as if TensorFlow were not installed: any import of it fails
     code = ("import sys; sys.modules['tensorflow'] = None; import keras; "

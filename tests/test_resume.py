@@ -1,5 +1,5 @@
 """model.py's run directory over several jobs: --overwrite, --resume checking the data and recording
-each job, and killed runs resumed to exactly the uninterrupted run (with weight averaging too)."""
+each job, and killed runs, with weight averaging, resumed to exactly the uninterrupted run."""
 import json
 import os
 import shlex
@@ -21,58 +21,38 @@ def test_overwrite_starts_afresh_and_resume_checks_the_data_and_records_each_job
     data, run = str(tmp_path / "demo.h5"), str(tmp_path / "run")
     shutil.copyfile(demo_h5, data)
     common = ["--data", data, "--out", run, "--lr", "1e-3", *TINY]
-    train([*common, "--epochs", "1"])
-    train([*common, "--epochs", "1", "--overwrite"])
-    assert [r["epoch"] for r in history(run)] == ["0"]  # the first run's rows are gone with it
+    train([*common, "--epochs", "2"])
     # max_minutes belongs to the job that set it: this one stops after its first epoch ...
-    train([*common, "--epochs", "3", "--overwrite", "--max_minutes", "1e-6"])
-    assert len(history(run)) == 1
-    train(["--resume", run, "--epochs", "2"])  # ... and this one runs to its end
-    train(["--resume", run, "--epochs", "3", "--max_minutes", "0"])
+    train([*common, "--epochs", "4", "--overwrite", "--max_minutes", "1e-6"])
+    assert [r["epoch"] for r in history(run)] == ["0"]  # ... and the first run's rows are gone with it
+    train(["--resume", run, "--epochs", "3"])  # this one runs its two epochs to the end
     assert [r["epoch"] for r in history(run)] == ["0", "1", "2"]
+    train(["--resume", run, "--epochs", "4", "--max_minutes", "0"])
+    assert len(history(run)) == 4
     config = json.load(open(os.path.join(run, "config.json")))
     assert shlex.split(config["command"])[-2:] == ["--max_minutes", "1e-6"]  # the first job's command stays
     assert [(j["overrides"], j["max_minutes"], j["from_epoch"]) for j in config["resumes"]] == \
-        [({"epochs": 2}, 0.0, 1), ({"epochs": 3}, 0.0, 2)]
-    assert shlex.split(config["resumes"][0]["command"]) == ["python", "model.py", "--resume", run, "--epochs", "2"]
+        [({"epochs": 3}, 0.0, 1), ({"epochs": 4}, 0.0, 3)]
+    assert shlex.split(config["resumes"][0]["command"]) == ["python", "model.py", "--resume", run, "--epochs", "3"]
     recorded = config["data_sha256"]
     with h5py.File(data, "a") as f:  # the same path, prepared again
         f.attrs["seed"] = 99
     before = sorted(os.listdir(run)), open(os.path.join(run, "config.json")).read()
     with pytest.raises(SystemExit, match=rf"demo.h5: sha256 [0-9a-f]{{16}}\.\.\. is not {recorded[:16]}\.\.\., the file "
                                          rf"{run} was trained on"):
-        train(["--resume", run, "--epochs", "4"])
+        train(["--resume", run, "--epochs", "5"])
     assert (sorted(os.listdir(run)), open(os.path.join(run, "config.json")).read()) == before
 
 
 @pytest.mark.slow
-def test_a_killed_run_with_weight_averaging_resumes_exactly_and_is_scored_averaged(demo_h5, tmp_path):
-    import evaluate
-    common = ["--data", str(demo_h5), "--lr", "1e-3", *TINY, "--ema", "0.9", "--select", "val"]
-    whole, resumed = str(tmp_path / "whole"), str(tmp_path / "resumed")
-    train([*common, "--out", whole, "--epochs", "3"])
-    train([*common, "--out", resumed, "--epochs", "2"])
-    train(["--resume", resumed, "--epochs", "3"])
-    assert_same_history(history(resumed), history(whole))
-    same_weights(whole, resumed, "final.keras")
-    for a, b in zip(*(network.averaged_values(os.path.join(r, "final.keras")) for r in (whole, resumed))):
-        np.testing.assert_array_equal(a, b)
-    evaluate.main(["--run", whole])
-    m = json.load(open(os.path.join(whole, "metrics.json")))
-    assert "averaged" in m["weights"] and "moving average, ema=0.9" in m["protocol"]
-    config = json.load(open(os.path.join(whole, "config.json")))
-    clf = network.load_classifier(config["architecture"], os.path.join(whole, "selected.keras"), averaged=True)
-    with PatchFile(demo_h5) as pf:
-        assert m["OA"] == pytest.approx(np.mean(network.predict_split(clf, pf, "test") == pf.labels("test")), abs=1e-12)
-
-
-@pytest.mark.slow
 def test_killed_runs_resume_to_exactly_the_uninterrupted_run(demo_h5, tmp_path):
-    """The learning rate decays every epoch here, so a resumed run on the wrong rate would differ.
-    Two kills: one after an epoch's history row only (a stray row), one after its final.keras but
-    before its state.json (a checkpoint ahead of the state)."""
+    """The learning rate decays every epoch here, so a resumed run on the wrong rate would differ, and
+    the moving average of the weights (ema 0.9) must resume with them. Two kills: one after an epoch's
+    history row only (a stray row), one after its final.keras but before its state.json (a checkpoint
+    ahead of the state). The uninterrupted run is then scored with its averaged weights."""
+    import evaluate
     common = ["--data", str(demo_h5), "--lr", "1e-3", "--lr_constant_epochs", "1", "--lr_decay", "0.7", *TINY,
-              "--select", "val"]
+              "--ema", "0.9", "--select", "val"]
     whole, stray, ahead = (str(tmp_path / n) for n in ("whole", "stray", "ahead"))
     train([*common, "--out", whole, "--epochs", "4"])
     rate = keras.saving.load_model(os.path.join(whole, "final.keras")).optimizer.learning_rate
@@ -97,8 +77,18 @@ def test_killed_runs_resume_to_exactly_the_uninterrupted_run(demo_h5, tmp_path):
         assert_same_history(history(run), history(whole), run)
         for name in ("final.keras", "selected.keras"):
             same_weights(whole, run, name)
+        for a, b in zip(*(network.averaged_values(os.path.join(r, "final.keras")) for r in (whole, run))):
+            np.testing.assert_array_equal(a, b)
         state = json.load(open(os.path.join(run, "state.json")))
         assert {k: state[k] for k in ("epochs_done", "selected_epoch", "best")} == \
             {k: want[k] for k in ("epochs_done", "selected_epoch", "best")}
     rows = history(whole)
     assert want["selected_epoch"] == 1 + max(range(4), key=lambda e: float(rows[e]["val_accuracy"]))
+
+    evaluate.main(["--run", whole])
+    m = json.load(open(os.path.join(whole, "metrics.json")))
+    assert "averaged" in m["weights"] and "moving average, ema=0.9" in m["protocol"]
+    config = json.load(open(os.path.join(whole, "config.json")))
+    clf = network.load_classifier(config["architecture"], os.path.join(whole, "selected.keras"), averaged=True)
+    with PatchFile(demo_h5) as pf:
+        assert m["OA"] == pytest.approx(np.mean(network.predict_split(clf, pf, "test") == pf.labels("test")), abs=1e-12)
