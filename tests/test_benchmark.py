@@ -1,8 +1,13 @@
 """benchmark.py's reference: the authors' graph in plain Keras is the same network as ours (same
-trainable weights, same outputs) and is fed the same rotated batches, so its speed is comparable."""
+trainable weights, same outputs) and is fed the same rotated batches, so its speed is comparable;
+the whole-command timer of --prepare and --evaluate."""
+import sys
+
 import numpy as np
+import pytest
 
 import benchmark
+import jobtimes
 import plainkeras
 import network
 import training
@@ -52,3 +57,10 @@ def test_each_mode_runs_under_the_isa_cap_asked_for():
     assert benchmark.isa_env(None, user) == user  # no --isa: the user's own cap holds
     assert benchmark.isa_env("AVX2", user) == {"PATH": "/bin", "ONEDNN_MAX_CPU_ISA": "AVX2"}
     assert benchmark.isa_env("ALL", user) == {"PATH": "/bin"}
+
+
+def test_a_whole_command_is_timed_with_its_peak_memory_and_a_failure_raises_with_its_message():
+    seconds, peak = jobtimes.timed([sys.executable, "-c", "import time; b = bytearray(200_000_000); time.sleep(0.3)"])
+    assert 0.3 <= seconds < 30 and 0.2 <= peak < 2  # GB: the 200 MB it held, and Python itself
+    with pytest.raises(RuntimeError, match=r"-c import sys; sys.exit\('no such scene'\) failed:\nno such scene"):
+        jobtimes.timed([sys.executable, "-c", "import sys; sys.exit('no such scene')"])
