@@ -227,24 +227,27 @@ def test_a_run_made_with_other_settings_is_refused_naming_each_difference(sweep,
 
 @pytest.mark.slow
 def test_the_same_sweep_through_slurm_gives_the_same_table(sweep, cluster, tmp_path, request):
-    """reproduce.py --slurm submits what is left as one sbatch array (rf seed 0 was done by hand), refuses
-    while it is queued, then writes the table, equal to the local sweep's: 2 seeds x 2 methods."""
+    """reproduce.py --slurm submits what is left as one sbatch array (seed 0 of each method was done
+    before), refuses while it is queued, then writes the table, equal to the local sweep's: 2 seeds x
+    2 methods."""
     out = tmp_path / "via-slurm"
     argv = with_flag(sweep["argv"], "--out", str(out))
-    shutil.copytree(sweep["out"] / "rf" / "seed0", out / "rf" / "seed0")
+    for method in ("network", "rf"):
+        shutil.copytree(sweep["out"] / method / "seed0", out / method / "seed0")
     log, _ = quiet([*argv, "--slurm"])
     job = json.loads((out / "slurm" / "job.json").read_text())["job_id"]
     request.addfinalizer(lambda: subprocess.run(["scancel", job], capture_output=True))  # a failed test leaves none
-    assert "1 done, 3 to do" in log and f"submitted Slurm job {job}: 3 array task(s) 0-2" in log
+    assert "2 done, 2 to do" in log and f"submitted Slurm job {job}: 2 array task(s) 0-1" in log
     script = (out / "slurm" / "sweep.sh").read_text()
-    assert "#SBATCH --array=0-2" in script and str(out / "network" / "seed0") in script
-    assert str(out / "rf" / "seed0") not in script and str(out / "rf" / "seed1") in script
+    assert "#SBATCH --array=0-1" in script and str(out / "network" / "seed1") in script
+    assert str(out / "network" / "seed0") not in script and str(out / "rf" / "seed0") not in script
+    assert str(out / "rf" / "seed1") in script
     assert not (out / "table.json").exists()
     message = refused([*argv, "--slurm"])  # its runs take tens of seconds: still queued
     assert f"job {job} of an earlier --slurm submission" in message and "still in the queue" in message
     wait_for(job, out / "slurm")
     logs = sorted((out / "slurm").glob(f"{job}_*.out"))
-    assert [p.name for p in logs] == [f"{job}_{i}.out" for i in range(3)]
+    assert [p.name for p in logs] == [f"{job}_{i}.out" for i in range(2)]
     log, _ = quiet([*argv, "--slurm"])  # all done: the table, as the local sweep writes it
     assert "4 done, 0 to do" in log, {p.name: p.read_text()[-1500:] for p in logs}
     assert "submitted" not in log and (out / "table.md").exists()
