@@ -13,8 +13,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A small network of one branch, batch 40: the demo's 4 x 120 (or 4 x 150) patches make whole
 # batches, so TensorFlow traces the training step once, not again for a last, partial batch.
 # Precision and convolution algorithm fixed: the same on every CI machine, whatever auto would choose
-# there; direct convolutions, whose training step TensorFlow traces in 3/4 of Winograd's time
-# (test_winograd.py checks that both compute the same).
+# there; direct convolutions, with which a tiny run takes about 3/4 of its time with Winograd's, most
+# of it TensorFlow tracing the step (test_winograd.py checks that both compute the same).
 TINY = ["--ema", "0", "--filters", "8", "--fusion_units", "8", "--kernel_sizes", "3", "--batch_size", "40",
         "--precision", "float32", "--conv_algorithm", "direct"]
 

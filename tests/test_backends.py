@@ -103,8 +103,8 @@ def test_mixed_precision_training(small_demo_h5, tmp_path, monkeypatch, gpu):
     tiny network 4-5x slower than TensorFlow's own kernels, a path no user meets (float16 is chosen
     only beside a GPU)."""
     run = str(tmp_path / "run")
-    for args in (["--data", str(small_demo_h5), "--out", run, "--epochs", "1", "--lr", "1e-3", *TINY, "--precision", "mixed"],
-                 ["--resume", run, "--epochs", "2"]):
+    first = ["--data", str(small_demo_h5), "--out", run, "--epochs", "1", "--lr", "1e-3", *TINY, "--precision", "mixed"]
+    for args in (first, ["--resume", run, "--epochs", "2"]):
         if gpu:
             code = "import sys, network; network.gpu_count = lambda: 1; import model; model.main(sys.argv[1:])"
             proc = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True,
