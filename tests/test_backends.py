@@ -3,8 +3,6 @@ protocol, mixed precision, and training under the JAX backend without TensorFlow
 import importlib.util
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -15,7 +13,8 @@ import network
 import rundir
 from network import classifier
 from patchfile import PatchFile
-from runs import ROOT, TINY, history, train
+from runs import TINY, history, train
+from scenarios import run_python
 
 
 @pytest.mark.slow
@@ -104,14 +103,12 @@ def test_mixed_precision_training(small_demo_h5, tmp_path, monkeypatch, gpu):
     only beside a GPU)."""
     run = str(tmp_path / "run")
     first = ["--data", str(small_demo_h5), "--out", run, "--epochs", "1", "--lr", "1e-3", *TINY, "--precision", "mixed"]
+    code = "import sys, network; network.gpu_count = lambda: 1; import model; model.main(sys.argv[1:])"
+    monkeypatch.setattr(network, "gpu_count", lambda: 0)
     for args in (first, ["--resume", run, "--epochs", "2"]):
         if gpu:
-            code = "import sys, network; network.gpu_count = lambda: 1; import model; model.main(sys.argv[1:])"
-            proc = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True,
-                                  env={**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0"}, timeout=600)
-            assert proc.returncode == 0, proc.stderr[-3000:]
+            run_python(code, args, {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0"}, timeout=600)
         else:
-            monkeypatch.setattr(network, "gpu_count", lambda: 0)
             try:
                 train(args)
             finally:
@@ -147,16 +144,12 @@ def test_tiny_training_under_the_jax_backend(demo_h5, tmp_path, tmp_path_factory
             "assert keras.backend.backend() == 'jax'; import model; model.main(sys.argv[1:])")
     for args in (["--data", str(demo_h5), "--out", run, "--epochs", "1", "--lr", "1e-3", "--stacked_streams", stacked,
                   "--select", "val", *TINY, "--ema", "0.9"], ["--resume", run, "--epochs", "2"]):
-        proc = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                              timeout=600)
-        assert proc.returncode == 0, proc.stderr[-3000:]
+        run_python(code, args, env, timeout=600)
     config = json.load(open(os.path.join(run, "config.json")))
     assert len(history(run)) == 2 and config["backend"] == "jax" and config["stacked_streams"] == (stacked == "true")
     if stacked == "true":
         code = "import sys; sys.modules['tensorflow'] = None; import evaluate; evaluate.main(sys.argv[1:])"
-        proc = subprocess.run([sys.executable, "-c", code, "--run", run], cwd=ROOT, env=env, capture_output=True,
-                              text=True, timeout=600)
-        assert proc.returncode == 0, proc.stderr[-3000:]
+        run_python(code, ["--run", run], env, timeout=600)
         m = json.load(open(os.path.join(run, "metrics.json")))
         assert "averaged" in m["weights"] and "ema=0.9" in m["protocol"]
         clf = network.load_classifier(config["architecture"], os.path.join(run, "selected.keras"), averaged=True)
