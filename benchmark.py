@@ -297,7 +297,7 @@ def main():
     if args.one:
         return run_one(args)
     if args.one_fastpath:
-        return fastbench.one_side(args)
+        return fastbench.one_side(args, mode_config("stacked-fp32", args.batch_size))
     print(machine())
     try:
         for spec in args.prepare:

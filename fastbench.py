@@ -13,23 +13,21 @@ import hardware
 import network
 import training
 from patchfile import PatchFile
-from settings import model_settings
 
 
-def one_side(args):
+def one_side(args, config):
     """One side of benchmark.py --fastpath, in this JAX process: 'fit' (Keras' fit on RotatedPatches; the scene
     cut on the host, network.py's loop), or fastpath.fit and the scene cut on the device, its
     batches in a host 'loop' of jitted steps (fastpath's choice on a CPU) or one device 'scan' per
     epoch (its choice on a GPU). The first epoch and the first prediction pass trace and compile;
-    the figures are of the rest."""
+    the figures are of the rest. config: model.py's settings of the network timed (benchmark.py's mode)."""
     import jax
 
     import fastpath
     side = args.one_fastpath
     with PatchFile(args.data) as pf:
         info, train, (h, w) = pf.info(), pf.load("train"), pf.shape
-        config = {**model_settings(), "batch_size": args.batch_size, "stacked_streams": True,
-                  "precision": "float32", "conv_algorithm": "direct", "ema": 0.0}
+        config = dict(config)
         if args.fast_filters:
             config.update(filters=args.fast_filters, fusion_units=min(config["fusion_units"], args.fast_filters))
         keras.utils.set_random_seed(0)
