@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 from layers import CoupledSelfLoopingBlock, CrossModalDecoder, SpectralStem, StreamBatchNorm, spectral_grid
@@ -212,6 +213,31 @@ def test_stream_batch_norm_equals_keras_batch_normalization_per_stream():
     for s, ref in enumerate(refs):
         np.testing.assert_allclose(np.asarray(ours.moving_mean)[s], np.asarray(ref.moving_mean), rtol=1e-5)
         np.testing.assert_allclose(np.asarray(ours.moving_variance)[s], np.asarray(ref.moving_variance), rtol=1e-5)
+
+
+@pytest.mark.parametrize("stream", [None, 1])
+def test_stream_batch_norm_gradient_in_closed_form_equals_differentiating_the_moments(stream):
+    """layers.normalise_by_batch gives dx, dgamma, dbeta by formula; automatic differentiation of
+    gamma (x - mean) / sqrt(var + eps) + beta through the batch moments must agree."""
+    rng = np.random.default_rng(6)
+    x = tf.constant(rng.normal(2, 3, (2 * 16, 5, 5, 6)).astype("float32"))
+    x = x if stream is None else x[:16]
+    bn = StreamBatchNorm(2)
+    bn.build((32, 5, 5, 6))
+    randomise(bn, rng)
+    weights = tf.constant(rng.normal(size=x.shape).astype("float32"))  # a loss with a different dy everywhere
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        ours = bn(x, training=True, stream=stream)
+        groups = tf.reshape(x, (2, 16, 5, 5, 6)) if stream is None else x[None]
+        rows = slice(None) if stream is None else slice(stream, stream + 1)
+        mean, variance = tf.nn.moments(groups, axes=(1, 2, 3), keepdims=True)
+        gamma, beta = (tf.reshape(v[rows], (-1, 1, 1, 1, 6)) for v in (bn.gamma, bn.beta))
+        textbook = tf.reshape(gamma * (groups - mean) / tf.sqrt(variance + bn.epsilon) + beta, x.shape)
+        losses = [tf.reduce_sum(tf.sin(y) * weights) for y in (ours, textbook)]
+    np.testing.assert_allclose(np.asarray(ours), np.asarray(textbook), rtol=1e-5, atol=1e-5)
+    for a, b in zip(*(tape.gradient(loss, [x, bn.gamma, bn.beta]) for loss in losses)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5 * np.abs(np.asarray(b)).max())
 
 
 def test_whole_network_stacked_equals_plain_and_classifier_equals_class_output():
