@@ -1,20 +1,24 @@
 """Winograd's minimal filtering for the network's 'same' convolutions: the same result as a direct
-convolution with about a third (5 x 5) or half (3 x 3) of its multiplications.
+convolution, to float32's rounding, with a fraction of its multiplications.
 
 A k x k correlation of an input tile of n x n pixels gives an m x m output tile (n = m + k - 1) as
 A^T [(G g G^T) * (B^T d B)] A (Lavin & Gray, "Fast algorithms for convolutional neural networks",
 CVPR 2016): the kernel g and the tile d are carried to n x n points, multiplied there point by
 point (summed over input channels: one matrix product per point), and carried back. The matrices
-come from the Toom-Cook construction on the points 0, 1, -1, 2, -2, 1/2, -1/2 and infinity, so every
-kernel size uses tiles of n = 8: F(6 x 6, 3 x 3) and F(4 x 4, 5 x 5).
+come from the Toom-Cook construction on n - 1 finite points and infinity. Both kernel sizes use 6 x 6
+output tiles, two per axis of an 11 x 11 patch: F(6 x 6, 3 x 3) on tiles of 8 x 8 points (64 products
+per tile where a direct convolution takes 324) and F(6 x 6, 5 x 5) on tiles of 10 x 10 (100 against
+900). Larger tiles save multiplications but lose float32 precision; F(4 x 4, 5 x 5), used before,
+needed 3 x 3 tiles of 8 x 8 on such a patch, 44 % more products than F(6 x 6, 5 x 5).
 
 Why here: on a CPU without bfloat16 hardware the network is bound by oneDNN's float32 convolutions,
 already near the CPU's peak, so only fewer multiplications make it faster (docs/performance.md).
 The tiles of a whole P x Q patch are handled by two constant matrices per axis that fold the tiling,
 the 'same' zero padding and the transform into one product each, so that every step is a plain
 matrix product and no tile is copied out. In float32 the result differs from a direct convolution by
-about 1e-5 of its largest value (tests/test_winograd.py); in bfloat16 or float16 the transforms would
-lose too much, so callers use it in float32 only.
+about 1e-5 (3 x 3) and 1e-4 (5 x 5) of its largest value (tests/test_winograd.py), where bfloat16
+rounds each value by up to 4e-3; in bfloat16 or float16 the transforms would lose too much, so
+callers use it in float32 only.
 
 keras.ops only: it runs under every backend; `conv2d_same(x, kernel)` takes channels-last x
 (N, P, Q, C) and a (k, k, C, K) kernel.
@@ -24,8 +28,12 @@ import functools
 import numpy as np
 from keras import ops
 
-TILE_POINTS = (0.0, 1.0, -1.0, 2.0, -2.0, 0.5, -0.5)  # and infinity: n = 8 points
-OUTPUT_TILE = {3: 6, 5: 4}  # kernel size -> m, with m + k - 1 = 8
+# The finite points of a tile of n points (infinity is the last). For n = 10, one of the sets of the
+# smallest float32 error on random patches among {0, 1, -1} and three pairs of +-2, 1/2, 3/2, 2/3, 3/4, 4/3,
+# 5/4, 4/5, 3, 1/3, 5/2, 2/5: 1e-4 of the largest output at most, about 8 times F(4 x 4, 5 x 5)'s.
+TILE_POINTS = {8: (0.0, 1.0, -1.0, 2.0, -2.0, 0.5, -0.5),
+               10: (0.0, 1.0, -1.0, 1.25, -1.25, 2.5, -2.5, 0.4, -0.4)}
+OUTPUT_TILE = {3: 6, 5: 6}  # kernel size k -> output tile m; tiles of n = m + k - 1 points
 
 
 def supports(kernel_size, strides=(1, 1), dilation_rate=(1, 1), padding="same", data_format="channels_last"):
@@ -36,10 +44,12 @@ def supports(kernel_size, strides=(1, 1), dilation_rate=(1, 1), padding="same", 
             and padding == "same" and data_format == "channels_last")
 
 
-def toom_cook(m, k, points=TILE_POINTS):
-    """(A^T, G, B^T) of F(m, k) on n = m + k - 1 points (n - 1 finite ones and infinity), float64.
+def toom_cook(m, k, points=None):
+    """(A^T, G, B^T) of F(m, k) on n = m + k - 1 points (n - 1 finite ones and infinity), float64;
+    points: TILE_POINTS[n], or the first of TILE_POINTS[8] for a smaller n.
     Each row of B^T is scaled to a largest entry of 1, its inverse scale moved to G's row."""
     n = m + k - 1
+    points = TILE_POINTS.get(n, TILE_POINTS[8]) if points is None else points
     if len(points) < n - 1:
         raise ValueError(f"F({m}, {k}) needs {n - 1} finite points, got {len(points)}")
 

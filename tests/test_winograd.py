@@ -15,6 +15,9 @@ import rundir
 import winograd
 
 
+ROUNDING = {3: 2e-5, 5: 1.5e-4}  # float32: F(6 x 6, 3 x 3) against F(6 x 6, 5 x 5)'s larger tiles
+
+
 @pytest.fixture
 def algorithm():
     """Set the process's convolution algorithm inside a test; the previous one comes back after it."""
@@ -23,7 +26,7 @@ def algorithm():
     layers.set_conv_algorithm(previous)
 
 
-@pytest.mark.parametrize("m, k", [(6, 3), (4, 5), (2, 3)])
+@pytest.mark.parametrize("m, k", [(6, 3), (6, 5), (4, 5), (2, 3)])
 def test_toom_cook_matrices_compute_a_1d_correlation(m, k):
     rng = np.random.default_rng(m * 10 + k)
     at, g, bt = winograd.toom_cook(m, k)
@@ -42,11 +45,11 @@ def test_conv2d_same_equals_keras_conv_values_and_gradients(size, k):
         direct = keras.ops.conv(x, kernel, padding="same")
         fast = winograd.conv2d_same(x, kernel)
         loss_direct, loss_fast = (tf.reduce_sum(tf.sin(y)) for y in (direct, fast))
-    scale = float(tf.reduce_max(tf.abs(direct)))
+    scale, tolerance = float(tf.reduce_max(tf.abs(direct))), ROUNDING[k]
     assert fast.shape == direct.shape
-    assert float(tf.reduce_max(tf.abs(fast - direct))) <= 2e-5 * scale
+    assert float(tf.reduce_max(tf.abs(fast - direct))) <= tolerance * scale
     for a, b in zip(tape.gradient(loss_fast, [x, kernel]), tape.gradient(loss_direct, [x, kernel])):
-        assert float(tf.reduce_max(tf.abs(a - b))) <= 2e-5 * float(tf.reduce_max(tf.abs(b)))
+        assert float(tf.reduce_max(tf.abs(a - b))) <= tolerance * float(tf.reduce_max(tf.abs(b)))
 
 
 def test_supports_only_what_it_computes():
@@ -63,7 +66,7 @@ def test_the_layer_is_conv2d_in_float32_and_stays_direct_in_bfloat16(algorithm, 
     algorithm("direct")
     direct = np.asarray(conv(x))
     algorithm("winograd")
-    assert np.allclose(np.asarray(conv(x)), direct, rtol=0, atol=2e-5 * np.abs(direct).max())
+    assert np.allclose(np.asarray(conv(x)), direct, rtol=0, atol=ROUNDING[5] * np.abs(direct).max())
     calls = []
     monkeypatch.setattr(winograd, "conv2d_same", lambda *a: calls.append(a) or keras.ops.conv(*a, padding="same"))
     conv(x)
@@ -74,6 +77,9 @@ def test_the_layer_is_conv2d_in_float32_and_stays_direct_in_bfloat16(algorithm, 
 
 
 def test_the_whole_network_gives_the_same_outputs_and_gradients(algorithm):
+    """Every gradient up to the decoders within Winograd's rounding. The decoders' own weights (no
+    Winograd in them) are compared as a whole: their ReLUs see inputs that differ by that rounding,
+    and a unit near zero can switch, which moves a near-cancelling gradient by a few percent."""
     keras.utils.set_random_seed(3)
     net = network.build_model(hsi_bands=7, aux_bands=2, num_classes=4, filters=8, fusion_units=4)
     rng = np.random.default_rng(1)
@@ -85,10 +91,16 @@ def test_the_whole_network_gives_the_same_outputs_and_gradients(algorithm):
             out = net(x, training=True)
             loss = tf.reduce_sum(out["class"][:, 0]) + tf.reduce_mean(out["rec_hsi"])
         results[name] = [out["class"], *tape.gradient(loss, net.trainable_variables)]
-    pairs = [(a, b) for a, b in zip(results["winograd"], results["direct"]) if b is not None]  # rec_aux: no loss
-    assert len(pairs) > 40 and all(a is not None for a, _ in pairs)
-    for a, b in pairs:
-        assert float(tf.reduce_max(tf.abs(a - b))) <= 1e-4 * max(float(tf.reduce_max(tf.abs(b))), 1e-6)
+    names = ["class"] + [v.path for v in net.trainable_variables]
+    pairs = [(n, a, b) for n, a, b in zip(names, results["winograd"], results["direct"]) if b is not None]
+    assert len(pairs) > 40 and all(a is not None for _, a, _ in pairs)  # rec_aux: no loss, no gradient
+    decoders = [(a, b) for n, a, b in pairs if n.startswith("rec_")]
+    assert len(decoders) == 18
+    for name, a, b in pairs:
+        if not name.startswith("rec_"):
+            assert float(tf.reduce_max(tf.abs(a - b))) <= 2 * ROUNDING[5] * max(float(tf.reduce_max(tf.abs(b))), 1e-6), name
+    difference = np.sqrt(sum(float(tf.reduce_sum((a - b) ** 2)) for a, b in decoders))
+    assert difference <= 1e-3 * np.sqrt(sum(float(tf.reduce_sum(b ** 2)) for _, b in decoders))
 
 
 def test_a_checkpoint_of_keras_own_conv2d_layers_still_loads(algorithm, tmp_path, monkeypatch):
