@@ -192,9 +192,10 @@ def load_classifier(arch, checkpoint_path, precision="float32", averaged=False, 
         keras.mixed_precision.set_dtype_policy(policy)
 
 
-def averaged_values(checkpoint_path):
-    """The averaged weights a checkpoint's optimizer holds, in the order of trainable_variables."""
-    saved = keras.saving.load_model(checkpoint_path)
+def averaged_values(checkpoint_path, saved=None):
+    """The averaged weights a checkpoint's optimizer holds, in the order of trainable_variables;
+    saved: the checkpoint already loaded."""
+    saved = keras.saving.load_model(checkpoint_path) if saved is None else saved
     opt = getattr(saved.optimizer, "inner_optimizer", saved.optimizer)  # under loss scaling
     if not getattr(opt, "use_ema", False):
         raise ValueError(f"{checkpoint_path}: trained without weight averaging (ema 0): it holds no averaged weights")

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import model
+import network
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A small network of one branch, batch 40: the demo's 4 x 120 (or 4 x 150) patches make whole
@@ -45,7 +46,13 @@ def assert_same_history(rows, want, where=""):
             assert float(r[key]) == pytest.approx(float(w[key]), rel=1e-6, abs=1e-12), (where, r["epoch"], key)
 
 
-def same_weights(run_a, run_b, name):
-    a, b = (keras.saving.load_model(os.path.join(r, name)) for r in (run_a, run_b))
+def same_weights(run_a, run_b, name, averaged=False):
+    """The two runs' checkpoint `name` holds the same weights, and with averaged=True the same
+    averaged weights in its optimizer (each checkpoint loaded once)."""
+    paths = [os.path.join(r, name) for r in (run_a, run_b)]
+    a, b = (keras.saving.load_model(p) for p in paths)
     for wa, wb in zip(a.get_weights(), b.get_weights()):
         np.testing.assert_array_equal(wa, wb)
+    if averaged:
+        for va, vb in zip(*(network.averaged_values(p, saved) for p, saved in zip(paths, (a, b)))):
+            np.testing.assert_array_equal(va, vb)
