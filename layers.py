@@ -98,10 +98,16 @@ class SpectralStem(layers.Layer):
         return {**super().get_config(), "filters": self.filters}
 
 
+def normalise(x, mean, variance, gamma, beta, epsilon):
+    """gamma (x - mean) / sqrt(variance + epsilon) + beta, as one multiply-add in x's dtype (bfloat16
+    under mixed precision); the statistics and parameters in float32, shaped to broadcast over x."""
+    scale = gamma * ops.rsqrt(variance + epsilon)
+    return x * ops.cast(scale, x.dtype) + ops.cast(beta - mean * scale, x.dtype)
+
+
 def normalise_by_batch(x, mean, variance, gamma, beta, axes, epsilon):
-    """Batch normalisation in training, gamma (x - mean) / sqrt(variance + epsilon) + beta with the
-    batch's own statistics (float32, shaped to broadcast over x like gamma and beta; the reduced
-    `axes` of x), and its gradient in closed form (Ioffe & Szegedy 2015, Sec. 3):
+    """`normalise` in training, with the batch's own statistics over the reduced `axes` of x, and its
+    gradient in closed form (Ioffe & Szegedy 2015, Sec. 3):
 
         dx = s (dy - mean(dy) - xhat mean(dy xhat)),  s = gamma / sqrt(variance + epsilon)
 
@@ -111,12 +117,11 @@ def normalise_by_batch(x, mean, variance, gamma, beta, axes, epsilon):
     dependence on x is in dx."""
     @ops.custom_gradient
     def normalised(x, mean, variance, gamma, beta):  # every tensor an argument: JAX refuses closed-over ones
-        rstd = ops.rsqrt(variance + epsilon)
-        scale = gamma * rstd
-
         def grad(*args, upstream=None):
             dy = args[0] if upstream is None else upstream
             dy32, x32 = ops.cast(dy, "float32"), ops.cast(x, "float32")
+            rstd = ops.rsqrt(variance + epsilon)
+            scale = gamma * rstd
             count = ops.cast(ops.size(x32), "float32") / float(math.prod(mean.shape))
             sum_dy = ops.sum(dy32, axis=axes, keepdims=True)
             sum_dy_xhat = (ops.sum(dy32 * x32, axis=axes, keepdims=True) - mean * sum_dy) * rstd
@@ -126,7 +131,7 @@ def normalise_by_batch(x, mean, variance, gamma, beta, axes, epsilon):
             return (dx, ops.zeros_like(mean), ops.zeros_like(variance), ops.reshape(sum_dy_xhat, gamma.shape),
                     ops.reshape(sum_dy, beta.shape))
 
-        return x * ops.cast(scale, x.dtype) + ops.cast(beta - mean * scale, x.dtype), grad
+        return normalise(x, mean, variance, gamma, beta, epsilon), grad
 
     return normalised(x, mean, variance, gamma, beta)
 
@@ -172,24 +177,21 @@ class StreamBatchNorm(layers.Layer):
         # (S, C) -> (S, 1, ..., 1, C) to broadcast over each stream's part
         shape = (self.streams,) + (1,) * (len(x.shape) - 2) + (x.shape[-1],) if grouped else (x.shape[-1],)
         gamma, beta = ops.reshape(self.gamma[rows], shape), ops.reshape(self.beta[rows], shape)
+        # Over every replica's share of the batch under several TF replicas (Keras' synchronized
+        # moments): 2 devices then train the network 1 device trains at the same global batch.
+        synced = training and devices.replicas_in_step() > 1
         if training:
-            # Over every replica's share of the batch under several TF replicas (Keras' synchronized
-            # moments): 2 devices then train the network 1 device trains at the same global batch.
-            synced = devices.replicas_in_step() > 1
             moments_of = ops.cast(x, "float32") if synced else ops.stop_gradient(ops.cast(x, "float32"))
             mean, variance = ops.moments(moments_of, axes=axes, synchronized=synced)
             momentum = self._momentum(rows)
             self._update(self.moving_mean, mean, rows, momentum)
             self._update(self.moving_variance, variance, rows, momentum)
-            if not synced:
-                return normalise_by_batch(x, ops.reshape(mean, shape), ops.reshape(variance, shape), gamma, beta,
-                                          axes, self.epsilon)
         else:
             mean, variance = self.moving_mean[rows], self.moving_variance[rows]
-        scale = gamma * ops.rsqrt(ops.reshape(variance, shape) + self.epsilon)
-        offset = beta - ops.reshape(mean, shape) * scale
-        # One multiply-add in the compute dtype (bfloat16 under mixed precision).
-        return x * ops.cast(scale, x.dtype) + ops.cast(offset, x.dtype)
+        mean, variance = ops.reshape(mean, shape), ops.reshape(variance, shape)
+        if training and not synced:
+            return normalise_by_batch(x, mean, variance, gamma, beta, axes, self.epsilon)
+        return normalise(x, mean, variance, gamma, beta, self.epsilon)
 
     def _momentum(self, rows):
         """The decay of this update: the fixed momentum, or its warm-up ((S, 1) for all streams), counted."""
