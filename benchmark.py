@@ -36,7 +36,6 @@ import json
 import os
 import platform
 import resource
-import subprocess
 import sys
 import time
 
@@ -226,8 +225,8 @@ def run_one(args):
         info, train, test = pf.info(), pf.load("train"), pf.load("test", stop=args.infer_patches)
         pixels = pf.shape[0] * pf.shape[1]
     result = bench_mode(args.one, info, train, test, args)
-    print("RESULT " + json.dumps({**result, "peak_gb": peak_gb(), "epoch_patches": 4 * len(train["label"]),
-                                  "scene_pixels": pixels}), flush=True)
+    jobtimes.print_result({**result, "peak_gb": peak_gb(), "epoch_patches": 4 * len(train["label"]),
+                           "scene_pixels": pixels})
 
 
 def isa_env(isa, environ=None):
@@ -247,11 +246,7 @@ def spawn(mode, args, isa=None):
            "--batch-size", str(args.batch_size), "--infer-patches", str(args.infer_patches),
            "--infer-batch", str(args.infer_batch)] + \
         (["--floor"] if args.floor else []) + (["--profile"] if args.profile else [])
-    run = subprocess.run(cmd, capture_output=True, text=True, env=isa_env(isa))
-    lines = [line for line in run.stdout.splitlines() if line.startswith("RESULT ")]
-    if run.returncode or not lines:
-        sys.exit(f"benchmark of {mode}{f' ({ISA_ENV}={isa})' if isa else ''} failed:\n{run.stderr[-3000:]}")
-    return json.loads(lines[-1][len("RESULT "):])
+    return jobtimes.child_result(cmd, isa_env(isa), f"benchmark of {mode}{f' ({ISA_ENV}={isa})' if isa else ''}")
 
 
 def main():
@@ -306,10 +301,14 @@ def main():
             jobtimes.evaluate(run_dir, args.eval_precision)
         if args.fastpath:
             return fastbench.compare(args, [sys.executable, os.path.abspath(__file__)])
+        if args.data:
+            compare_modes(args)
     except (ValueError, RuntimeError) as e:
         sys.exit(f"benchmark.py: {e}")
-    if not args.data:
-        return
+
+
+def compare_modes(args):
+    """Every mode of --modes under every cap of --isa, each in its own process, interleaved rounds."""
     with PatchFile(args.data) as pf:
         info = pf.info()
     label = dataset_label(info["dataset"], info["synthetic"], args.stand_in, info.get("data_label", ""))
@@ -320,7 +319,7 @@ def main():
     modes = args.modes.split(",")
     unknown = [m for m in modes if m not in MODES]
     if unknown:
-        sys.exit(f"benchmark.py: unknown mode(s) {', '.join(unknown)}; known: {', '.join(MODES)}")
+        raise ValueError(f"unknown mode(s) {', '.join(unknown)}; known: {', '.join(MODES)}")
     caps = [c.strip().upper() for c in args.isa.split(",")] if args.isa else [None]
     best = {}
     for _ in range(args.rounds):

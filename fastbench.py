@@ -1,15 +1,14 @@
 """The JAX fast path (fastpath.py) against Keras' fit, timed side by side: benchmark.py --fastpath.
 Each side runs in its own JAX process; the figures are epochs/s, patches/s, scene pixels/s and peak
 device memory."""
-import json
 import os
-import subprocess
 import time
 
 import keras
 import numpy as np
 
 import hardware
+import jobtimes
 import network
 import training
 from patchfile import PatchFile
@@ -74,11 +73,11 @@ def one_side(args, config):
     device = jax.local_devices()[0]
     stats = device.memory_stats() or {}
     timed = seconds[1:] or seconds
-    print("RESULT " + json.dumps(dict(
+    jobtimes.print_result(dict(
         side=side, platform=device.platform, device_kind=device.device_kind, train_patches=4 * len(train["label"]),
         first_epoch=seconds[0], epoch_seconds=sum(timed) / len(timed), pixels=pixels,
         predict_pixels_per_s=pixels / predict_seconds, peak_bytes=stats.get("peak_bytes_in_use"),
-        filters=config["filters"])), flush=True)
+        filters=config["filters"]))
 
 
 def compare(args, child):
@@ -95,11 +94,7 @@ def compare(args, child):
                    "--batch-size", str(args.batch_size), "--infer-batch", str(args.infer_batch),
                    "--fast-epochs", str(args.fast_epochs), "--fast-pixels", str(args.fast_pixels),
                    "--fast-filters", str(args.fast_filters)]
-            run = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "KERAS_BACKEND": "jax"})
-            lines = [line for line in run.stdout.splitlines() if line.startswith("RESULT ")]
-            if run.returncode or not lines:
-                raise RuntimeError(f"--fastpath ({side}) failed:\n{run.stderr[-3000:]}")
-            r = json.loads(lines[-1][len("RESULT "):])
+            r = jobtimes.child_result(cmd, {**os.environ, "KERAS_BACKEND": "jax"}, f"--fastpath ({side})")
             old = best.get(side, r)
             best[side] = {**r, "epoch_seconds": min(r["epoch_seconds"], old["epoch_seconds"]),
                           "predict_pixels_per_s": max(r["predict_pixels_per_s"], old["predict_pixels_per_s"])}

@@ -1,5 +1,6 @@
-"""Whole commands timed with their peak memory (benchmark.py --prepare, --evaluate): DataPrepare.py
-on a scene, evaluate.py on a run's whole test split."""
+"""Whole commands in child processes: timed with their peak memory (benchmark.py --prepare, --evaluate:
+DataPrepare.py on a scene, evaluate.py on a run's whole test split), or read back by the figures they
+print (benchmark.py's modes, fastbench.py's sides: each in a fresh process)."""
 import json
 import os
 import shlex
@@ -12,6 +13,22 @@ import rundir
 from patchfile import PatchFile
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+RESULT = "RESULT "  # the line on which a child prints its figures, as JSON
+
+
+def print_result(figures):
+    """In the child: its figures (a dict), for child_result in the parent."""
+    print(RESULT + json.dumps(figures), flush=True)
+
+
+def child_result(cmd, env, what):
+    """Run a child that ends with print_result; its figures, or RuntimeError naming `what` with the
+    child's stderr tail."""
+    run = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    lines = [line for line in run.stdout.splitlines() if line.startswith(RESULT)]
+    if run.returncode or not lines:
+        raise RuntimeError(f"{what} failed:\n{run.stderr[-3000:]}")
+    return json.loads(lines[-1][len(RESULT):])
 
 
 def timed(cmd):

@@ -64,3 +64,12 @@ def test_a_whole_command_is_timed_with_its_peak_memory_and_a_failure_raises_with
     assert 0.3 <= seconds < 30 and 0.2 <= peak < 2  # GB: the 200 MB it held, and Python itself
     with pytest.raises(RuntimeError, match=r"-c import sys; sys.exit\('no such scene'\) failed:\nno such scene"):
         jobtimes.timed([sys.executable, "-c", "import sys; sys.exit('no such scene')"])
+
+
+def test_a_child_s_figures_are_read_from_its_last_result_line_and_a_failure_names_it():
+    code = "import jobtimes; print('noise'); jobtimes.print_result({'n': 1}); jobtimes.print_result({'n': 2})"
+    assert jobtimes.child_result([sys.executable, "-c", code], None, "two results") == {"n": 2}
+    with pytest.raises(RuntimeError, match=r"mode x failed:\n.*boom"):
+        jobtimes.child_result([sys.executable, "-c", "import sys; sys.exit('boom')"], None, "mode x")
+    with pytest.raises(RuntimeError, match="silent failed"):  # exit 0 but no figures printed
+        jobtimes.child_result([sys.executable, "-c", "print('no result')"], None, "silent")
